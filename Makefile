@@ -1,0 +1,124 @@
+# The bus platform: one non-recursive Makefile.
+#
+#   make            build every program into build/
+#   make deps       install the Debian packages the project needs (only the missing ones)
+#   make test       unit tests, then integration/chaos tests against private servers
+#   make sanitize   the same tests built with ASan+UBSan (into build/san)
+#   make fuzz       run the libFuzzer targets for a while
+#   make bench      benchmarks (libbus vs a plain rabbitmq-c baseline, edge, store, schema)
+#   make run        the whole platform in the foreground; Ctrl-C stops everything
+#   make install PREFIX=/usr/local
+VERSION   := 0.1.0
+BUILD     ?= build
+PREFIX    ?= /usr/local
+CC        ?= cc
+PKGS      := librabbitmq libuv libcjson hiredis libcurl sqlite3 libmongoc-1.0 libpcre2-8
+OPT       ?= -O2
+SAN_FLAGS ?=
+
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+LLHTTP_DIR := /usr/share/llhttp
+LLHTTP_INC := /usr/share/include/llhttp
+
+CFLAGS_COMMON := -std=c11 -D_GNU_SOURCE -g $(OPT) $(SAN_FLAGS) -fno-omit-frame-pointer \
+                 -DBUS_VERSION=\"$(VERSION)\" -Ibus/include -I$(LLHTTP_INC) $(PKG_CFLAGS)
+CFLAGS_OWN    := $(CFLAGS_COMMON) -Wall -Wextra -Werror -MMD -MP
+# llhttp is packaged generated code: its own relaxed flags
+CFLAGS_LLHTTP := -std=c11 -g $(OPT) $(SAN_FLAGS) -w -I$(LLHTTP_INC)
+LDLIBS        := $(PKG_LIBS) -lpthread -lm
+LDFLAGS       += $(SAN_FLAGS)
+
+LIB_SRC    := $(sort $(wildcard bus/src/*.c))
+LIB_OBJ    := $(LIB_SRC:%.c=$(BUILD)/obj/%.o) \
+              $(BUILD)/obj/llhttp/llhttp.o $(BUILD)/obj/llhttp/api.o $(BUILD)/obj/llhttp/http.o
+LIBBUS     := $(BUILD)/libbus.a
+
+DOMAINS    := verification alliances events notifications audit
+PROGRAMS   := $(DOMAINS:%=$(BUILD)/bus-%) $(BUILD)/bus-gateway $(BUILD)/busctl
+
+UNIT_SRC   := $(sort $(wildcard tests/unit/test_*.c))
+INTEG_SRC  := $(sort $(wildcard tests/integration/test_*.c))
+CHAOS_SRC  := $(sort $(wildcard tests/chaos/test_*.c))
+BENCH_SRC  := $(sort $(wildcard tests/bench/*.c))
+TEST_BINS  := $(UNIT_SRC:%.c=$(BUILD)/%) $(INTEG_SRC:%.c=$(BUILD)/%) $(CHAOS_SRC:%.c=$(BUILD)/%)
+BENCH_BINS := $(BENCH_SRC:%.c=$(BUILD)/%)
+
+.PHONY: all deps test unit sanitize fuzz bench run install clean programs tests
+all: $(PROGRAMS)
+programs: $(PROGRAMS)
+tests: $(TEST_BINS)
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_OWN) -c $< -o $@
+
+$(BUILD)/obj/llhttp/%.o: $(LLHTTP_DIR)/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_LLHTTP) -c $< -o $@
+
+$(LIBBUS): $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+# A program is every .c of its folder, linked with libbus.
+define program
+$(BUILD)/$(1): $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard $(2)/*.c)) $(LIBBUS)
+	$$(CC) $$(LDFLAGS) -o $$@ $$^ $$(LDLIBS)
+endef
+$(foreach d,$(DOMAINS),$(eval $(call program,bus-$(d),workers/$(d))))
+$(eval $(call program,bus-gateway,gateway))
+$(eval $(call program,busctl,bus/cli))
+
+# Test and bench programs: one .c each (plus tests/support/*.c), linked with libbus.
+SUPPORT_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard tests/support/*.c))
+$(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(SUPPORT_OBJ) $(LIBBUS)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+deps:
+	@deploy/local/deps.sh
+
+unit: $(UNIT_SRC:%.c=$(BUILD)/%)
+	@BUILD=$(BUILD) tests/run.sh unit
+
+test: deps
+	@$(MAKE) --no-print-directory all tests
+	@BUILD=$(BUILD) tests/run.sh all
+
+sanitize: deps
+	@$(MAKE) --no-print-directory BUILD=build/san OPT=-O1 \
+	    SAN_FLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined" all tests
+	@BUILD=build/san BUS_SANITIZE=1 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 tests/run.sh all
+
+FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_CC  := clang
+FUZZ_LIB_SRC := $(filter-out bus/src/worker.c,$(LIB_SRC))
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_SRC)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Ibus/include -I$(LLHTTP_INC) \
+	    $(PKG_CFLAGS) -DBUS_VERSION=\"$(VERSION)\" -o $@ $< $(LIB_SRC) $(LLHTTP_DIR)/llhttp.c $(LLHTTP_DIR)/api.c \
+	    $(LLHTTP_DIR)/http.c $(LDLIBS)
+fuzz-build: $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
+fuzz: deps fuzz-build
+	@FUZZ_SECONDS=$${FUZZ_SECONDS:-60} BUILD=$(BUILD) tests/run.sh fuzz
+
+bench: deps
+	@$(MAKE) --no-print-directory all $(BENCH_BINS)
+	@BUILD=$(BUILD) tests/bench/run.sh
+
+run: deps
+	@$(MAKE) --no-print-directory all
+	@deploy/local/run.sh
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/bus/schemas
+	install -m 755 $(PROGRAMS) $(DESTDIR)$(PREFIX)/bin/
+	cp -r schemas/. $(DESTDIR)$(PREFIX)/share/bus/schemas/
+
+clean:
+	rm -rf build
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+.SECONDARY:

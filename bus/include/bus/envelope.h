@@ -1,0 +1,92 @@
+/* CloudEvents 1.0 envelopes (DESIGN.md "Envelope").
+ *
+ * Structured mode: the AMQP body is the whole event as JSON
+ * (content type application/cloudevents+json). Binary mode: the body is the
+ * plain `data` JSON and the attributes come as `ce-`-prefixed AMQP headers
+ * (ce-id, ce-source, ce-type, ce-time, ce-subject, ce-correlationid, ...).
+ *
+ * Ownership: a bus_envelope_t owns every string and `data` it points at;
+ * bus_envelope_clear() frees them and leaves the struct zeroed. Parse
+ * functions fill a zeroed struct the caller provides and, on failure, leave it
+ * cleared and write a one-line reason into err.
+ */
+#ifndef BUS_ENVELOPE_H
+#define BUS_ENVELOPE_H
+
+#include <cjson/cJSON.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define BUS_CE_CONTENT_TYPE "application/cloudevents+json"
+#define BUS_ENVELOPE_MAX_BYTES (1024 * 1024) /* larger bodies are refused */
+#define BUS_JSON_MAX_DEPTH 64
+
+typedef struct bus_envelope {
+    char *specversion;      /* "1.0" */
+    char *id;               /* required, non-empty */
+    char *source;           /* required, non-empty (URI-reference) */
+    char *type;             /* required, non-empty; also the routing key */
+    char *time;             /* RFC 3339; optional on input, always set by bus_envelope_init */
+    char *datacontenttype;  /* default "application/json" */
+    char *subject;          /* optional */
+    char *dataschema;       /* optional */
+    char *correlationid;    /* extension; optional */
+    cJSON *data;            /* the payload; may be NULL (no data) */
+} bus_envelope_t;
+
+/* A key/value pair of AMQP headers, as the consumer hands them over (not owned). */
+typedef struct {
+    const char *key;
+    size_t key_len;
+    const char *value;
+    size_t value_len;
+} bus_header_t;
+
+/* Fills `env` for a new event: fresh id, time = now, specversion 1.0,
+ * datacontenttype application/json. `data` ownership moves into env (may be NULL).
+ * Strings are copied; source/subject/correlationid may be NULL.
+ * Returns 0 or BUS_EINTERNAL (out of memory). */
+int bus_envelope_init(bus_envelope_t *env, const char *type, const char *source, const char *subject,
+                      const char *correlationid, cJSON *data);
+
+/* Parses a structured-mode event. Checks: JSON (depth <= BUS_JSON_MAX_DEPTH,
+ * size <= BUS_ENVELOPE_MAX_BYTES), an object, specversion "1.0", non-empty
+ * string id/source/type, time (if present) valid RFC 3339, every attribute a
+ * string. Returns 0, or BUS_EBAD_REQUEST with the reason in err. */
+int bus_envelope_parse(const char *body, size_t len, bus_envelope_t *env, char *err, size_t errlen);
+
+/* Parses a binary-mode event: attributes from the ce-* headers (case-insensitive
+ * names), data = the body parsed as JSON (an empty body means no data).
+ * Same checks as bus_envelope_parse. */
+int bus_envelope_parse_binary(const bus_header_t *headers, size_t nheaders, const char *body, size_t len,
+                              bus_envelope_t *env, char *err, size_t errlen);
+
+/* Serialises to structured-mode JSON (unformatted). Returns a malloc'd,
+ * NUL-terminated string (caller frees with free()), or NULL on out of memory.
+ * *len (if not NULL) gets the length. */
+char *bus_envelope_serialize(const bus_envelope_t *env, size_t *len);
+
+/* Frees what env owns and zeroes it. Safe on a zeroed struct. */
+void bus_envelope_clear(bus_envelope_t *env);
+
+/* Writes a random (v4) UUID, 36 characters + NUL. */
+void bus_uuid(char out[37]);
+
+/* Writes the current UTC time as RFC 3339 with milliseconds
+ * ("2026-11-23T09:15:05.123Z"), 24 characters + NUL. */
+void bus_now_rfc3339(char out[32]);
+
+/* Parses an RFC 3339 date-time ("...Z" or "...+02:00", optional fraction)
+ * into milliseconds since the epoch. Returns 0 or -1 when invalid. */
+int bus_rfc3339_parse(const char *s, int64_t *epoch_ms);
+
+/* Formats epoch milliseconds as RFC 3339 UTC with milliseconds. */
+void bus_rfc3339_format(int64_t epoch_ms, char out[32]);
+
+/* Parses JSON with the platform's limits (length-bounded input, depth <= max_depth).
+ * Returns the document (caller cJSON_Delete's it) or NULL, with a message
+ * naming the byte offset of the error ("malformed JSON at byte 17") or the
+ * depth in err. */
+cJSON *bus_json_parse(const char *body, size_t len, int max_depth, char *err, size_t errlen);
+
+#endif
