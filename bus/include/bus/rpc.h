@@ -1,0 +1,66 @@
+/* RPC over RabbitMQ (DESIGN.md "RPC on the wire").
+ *
+ * Client: requests go to bus.rpc with routing key <service>.<method>, body =
+ * params JSON, reply_to = amq.rabbitmq.reply-to (direct reply-to, consumed
+ * no-ack on the publishing channel), correlation_id = "<client id>.<n>",
+ * message_id = a fresh UUID (the idempotency key), per-message expiration =
+ * the call's timeout (a request nobody took in time is dropped, not run
+ * late), header x-correlation-id = the end-to-end correlation id. Thousands
+ * of calls can be in flight; each has its own timeout. Losing the connection
+ * fails every pending call at once with BUS_EUNAVAILABLE; calls made while
+ * disconnected fail at once. Replies that arrive after their call ended are
+ * dropped and counted (bus_rpc_late_replies_total).
+ *
+ * Replies are `{"success":true,"data":...}` or
+ * `{"success":false,"error":"<code>","message":"...","status_code":N}`.
+ */
+#ifndef BUS_RPC_H
+#define BUS_RPC_H
+
+#include <cjson/cJSON.h>
+#include <stddef.h>
+
+#include "bus/conn.h"
+
+typedef struct bus_rpc_client bus_rpc_client_t;
+
+/* The outcome of a call. status 0: a reply arrived; `reply` is its body
+ * (valid only during the callback), which may itself be an error reply.
+ * status < 0: no reply (BUS_ETIMEOUT, BUS_EUNAVAILABLE, BUS_ENOT_FOUND when
+ * no queue exists for the service); reply is NULL. */
+typedef void (*bus_rpc_cb)(int status, const char *reply, size_t len, void *data);
+
+typedef struct bus_rpc_call_opts {
+    int timeout_ms;             /* 0 = the client's default */
+    const char *correlation_id; /* end-to-end id; NULL = the request's message id */
+    const char *caller;         /* identity (API key id, bot name); may be NULL */
+} bus_rpc_call_opts_t;
+
+/* Creates a client on `conn` (it adds a connection listener). The client
+ * must be created before the connection starts. Returns 0 or BUS_EINTERNAL. */
+int bus_rpc_client_new(bus_conn_t *conn, int default_timeout_ms, bus_rpc_client_t **out);
+/* Fails every pending call with BUS_EUNAVAILABLE and frees the client after
+ * its timers closed. Call before bus_conn_close. */
+void bus_rpc_client_free(bus_rpc_client_t *client);
+/* 1 when calls can be made now. */
+int bus_rpc_client_ready(const bus_rpc_client_t *client);
+size_t bus_rpc_client_pending(const bus_rpc_client_t *client);
+
+/* Starts a call. params/len: the params JSON as bytes (copied). On success
+ * returns 0 and cb runs exactly once later; otherwise returns
+ * BUS_EUNAVAILABLE / BUS_EBAD_REQUEST (bad service or method name) /
+ * BUS_EINTERNAL and cb is never called. */
+int bus_rpc_call(bus_rpc_client_t *client, const char *service, const char *method, const char *params, size_t len,
+                 const bus_rpc_call_opts_t *opts, bus_rpc_cb cb, void *data);
+
+/* Reply bodies. Both return malloc'd NUL-terminated JSON (caller frees) or NULL. */
+char *bus_rpc_reply_ok_json(const cJSON *data, size_t *len);
+char *bus_rpc_reply_error_json(int err, const char *message, size_t *len);
+/* Reads a reply: returns 0 when well formed, with *ok = success flag and,
+ * on failure, *err = the code (BUS_E*) and message (pointer into *doc).
+ * *doc receives the parsed document (caller cJSON_Delete's it); *data points
+ * into it. BUS_EBAD_REQUEST when the body is not a reply. */
+int bus_rpc_reply_parse(const char *body, size_t len, cJSON **doc, int *ok, const cJSON **data, int *err,
+                        const char **message);
+
+#endif

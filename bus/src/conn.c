@@ -1,0 +1,869 @@
+/* An AMQP connection on libuv: connect, drain, confirms, consumers, acks,
+ * reconnect. See bus/conn.h for the model and the rules. */
+#include "bus/conn.h"
+
+#include <amqp_tcp_socket.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "bus/error.h"
+#include "bus/log.h"
+#include "bus/metrics.h"
+
+#define CH 1       /* consumers, publishes, acks */
+#define CH_ADMIN 2 /* passive inspection */
+
+typedef struct consumer {
+    char tag[128];
+    bus_msg_cb cb;
+    void *data;
+    struct consumer *next;
+} consumer_t;
+
+typedef struct pending_confirm {
+    uint64_t seq;
+    bus_publish_cb cb;
+    void *data;
+    int returned;
+    char message_id[96];
+    struct pending_confirm *next;
+} pending_confirm_t;
+
+struct bus_conn {
+    uv_loop_t *loop;
+    char *url;
+    char *name;
+    bus_conn_options_t opts;
+
+    amqp_connection_state_t amqp; /* NULL while down */
+    uv_poll_t *poll;              /* one per socket; freed in its close callback */
+    uv_prepare_t prepare;
+    uv_timer_t heartbeat_timer;
+    uv_timer_t reconnect_timer;
+    int up;
+    int started;
+    int closing;
+    int pumping;
+    int admin_channel_open;
+    int backoff_ms;
+    uint64_t generation;
+    uint64_t next_seq;
+
+    pending_confirm_t *confirm_head, *confirm_tail;
+    size_t unconfirmed;
+    consumer_t *consumers;
+
+    struct {
+        void (*on_up)(bus_conn_t *, void *);
+        void (*on_down)(bus_conn_t *, int, void *);
+        void *data;
+    } listeners[8];
+    int nlisteners;
+
+    int handles_open;
+    void (*close_cb)(void *);
+    void *close_data;
+};
+
+static bus_counter_t *m_reconnects, *m_conn_lost, *m_published, *m_publish_nacked, *m_returned;
+
+static void init_metrics(void) {
+    if (m_reconnects) return;
+    m_reconnects = bus_counter("bus_amqp_connects_total", "Successful AMQP (re)connects", NULL);
+    m_conn_lost = bus_counter("bus_amqp_connection_lost_total", "AMQP connections lost", NULL);
+    m_published = bus_counter("bus_amqp_published_total", "Messages published", NULL);
+    m_publish_nacked = bus_counter("bus_amqp_publish_failed_total", "Publishes nacked or lost before confirm", NULL);
+    m_returned = bus_counter("bus_amqp_returned_total", "Mandatory publishes returned as unroutable", NULL);
+}
+
+static void teardown(bus_conn_t *c, int err, const char *why);
+static void pump(bus_conn_t *c);
+
+static int reply_ok(amqp_rpc_reply_t r) { return r.reply_type == AMQP_RESPONSE_NORMAL; }
+
+static void describe_reply(amqp_rpc_reply_t r, char *buf, size_t len) {
+    switch (r.reply_type) {
+    case AMQP_RESPONSE_NORMAL: snprintf(buf, len, "ok"); break;
+    case AMQP_RESPONSE_NONE: snprintf(buf, len, "missing RPC reply"); break;
+    case AMQP_RESPONSE_LIBRARY_EXCEPTION: snprintf(buf, len, "%s", amqp_error_string2(r.library_error)); break;
+    case AMQP_RESPONSE_SERVER_EXCEPTION:
+        if (r.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
+            amqp_connection_close_t *m = r.reply.decoded;
+            snprintf(buf, len, "server closed connection: %u %.*s", m->reply_code, (int)m->reply_text.len,
+                     (char *)m->reply_text.bytes);
+        } else if (r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
+            amqp_channel_close_t *m = r.reply.decoded;
+            snprintf(buf, len, "server closed channel: %u %.*s", m->reply_code, (int)m->reply_text.len,
+                     (char *)m->reply_text.bytes);
+        } else {
+            snprintf(buf, len, "server exception, method 0x%08X", r.reply.id);
+        }
+        break;
+    }
+}
+
+/* ---- lifecycle --------------------------------------------------------- */
+
+static void on_handle_closed(uv_handle_t *h) {
+    bus_conn_t *c = h->data;
+    if (--c->handles_open > 0) return;
+    void (*cb)(void *) = c->close_cb;
+    void *data = c->close_data;
+    free(c->url);
+    free(c->name);
+    free(c);
+    if (cb) cb(data);
+}
+
+static void on_prepare(uv_prepare_t *p) {
+    bus_conn_t *c = p->data;
+    if (c->amqp && (amqp_frames_enqueued(c->amqp) || amqp_data_in_buffer(c->amqp))) pump(c);
+}
+
+static void on_heartbeat_timer(uv_timer_t *t) {
+    bus_conn_t *c = t->data;
+    if (c->amqp) pump(c);
+}
+
+static void connect_attempt(bus_conn_t *c);
+
+static void on_reconnect_timer(uv_timer_t *t) {
+    bus_conn_t *c = t->data;
+    if (!c->closing && !c->amqp) connect_attempt(c);
+}
+
+int bus_conn_new(uv_loop_t *loop, const bus_conn_options_t *opts, bus_conn_t **out, char *err, size_t errlen) {
+    init_metrics();
+    struct amqp_connection_info info;
+    char *probe = strdup(opts->url ? opts->url : "");
+    if (!probe) return BUS_EINTERNAL;
+    if (amqp_parse_url(probe, &info) != AMQP_STATUS_OK) {
+        snprintf(err, errlen, "BUS_AMQP_URL: cannot parse \"%s\" (expected amqp://user:pass@host:port/vhost)",
+                 opts->url ? opts->url : "");
+        free(probe);
+        return BUS_EBAD_REQUEST;
+    }
+    free(probe);
+    bus_conn_t *c = calloc(1, sizeof *c);
+    if (!c) return BUS_EINTERNAL;
+    c->loop = loop;
+    c->opts = *opts;
+    c->url = strdup(opts->url);
+    c->name = strdup(opts->name ? opts->name : "bus");
+    c->opts.url = c->url;
+    c->opts.name = c->name;
+    if (c->opts.heartbeat_s <= 0) c->opts.heartbeat_s = 10;
+    if (c->opts.reconnect_min_ms <= 0) c->opts.reconnect_min_ms = 100;
+    if (c->opts.reconnect_max_ms <= 0) c->opts.reconnect_max_ms = 5000;
+    c->backoff_ms = c->opts.reconnect_min_ms;
+    uv_prepare_init(loop, &c->prepare);
+    uv_timer_init(loop, &c->heartbeat_timer);
+    uv_timer_init(loop, &c->reconnect_timer);
+    c->prepare.data = c->heartbeat_timer.data = c->reconnect_timer.data = c;
+    c->handles_open = 3;
+    uv_unref((uv_handle_t *)&c->prepare);
+    *out = c;
+    return 0;
+}
+
+uv_loop_t *bus_conn_loop(const bus_conn_t *c) { return c->loop; }
+
+int bus_conn_add_listener(bus_conn_t *c, void (*on_up)(bus_conn_t *, void *),
+                          void (*on_down)(bus_conn_t *, int, void *), void *data) {
+    if (c->nlisteners == (int)(sizeof c->listeners / sizeof c->listeners[0])) return BUS_EINTERNAL;
+    c->listeners[c->nlisteners].on_up = on_up;
+    c->listeners[c->nlisteners].on_down = on_down;
+    c->listeners[c->nlisteners].data = data;
+    c->nlisteners++;
+    return 0;
+}
+int bus_conn_is_up(const bus_conn_t *c) { return c->up; }
+uint64_t bus_conn_generation(const bus_conn_t *c) { return c->generation; }
+size_t bus_conn_unconfirmed(const bus_conn_t *c) { return c->unconfirmed; }
+
+static void schedule_reconnect(bus_conn_t *c) {
+    if (c->closing) return;
+    /* full jitter: a random delay in [backoff/2, backoff], then double */
+    int base = c->backoff_ms;
+    int delay = base / 2 + (int)(rand() % (base / 2 + 1));
+    c->backoff_ms = base * 2 > c->opts.reconnect_max_ms ? c->opts.reconnect_max_ms : base * 2;
+    uv_timer_start(&c->reconnect_timer, on_reconnect_timer, (uint64_t)delay, 0);
+}
+
+static void on_poll(uv_poll_t *p, int status, int events) {
+    bus_conn_t *c = p->data;
+    (void)events;
+    if (!c || !c->amqp || p != c->poll) return;
+    if (status < 0) {
+        teardown(c, BUS_EUNAVAILABLE, uv_strerror(status));
+        return;
+    }
+    pump(c);
+}
+
+static void on_poll_closed(uv_handle_t *h) { free(h); }
+
+/* Opens the socket, logs in, opens the channels. Synchronous, bounded by
+ * short timeouts: it runs on the loop only while there is no connection. */
+static int open_amqp(bus_conn_t *c, char *err, size_t errlen) {
+    struct amqp_connection_info info;
+    char *url = strdup(c->url);
+    if (!url) return BUS_EINTERNAL;
+    amqp_parse_url(url, &info);
+    amqp_connection_state_t st = amqp_new_connection();
+    amqp_socket_t *sock = st ? amqp_tcp_socket_new(st) : NULL;
+    if (!sock) {
+        if (st) amqp_destroy_connection(st);
+        free(url);
+        snprintf(err, errlen, "out of memory");
+        return BUS_EINTERNAL;
+    }
+    struct timeval connect_tv = {2, 0}, rpc_tv = {5, 0};
+    amqp_set_handshake_timeout(st, &rpc_tv);
+    amqp_set_rpc_timeout(st, &rpc_tv);
+    int rc = amqp_socket_open_noblock(sock, info.host, info.port, &connect_tv);
+    if (rc != AMQP_STATUS_OK) {
+        snprintf(err, errlen, "connect %s:%d: %s", info.host, info.port, amqp_error_string2(rc));
+        goto fail;
+    }
+    amqp_table_entry_t props_entries[2];
+    props_entries[0].key = amqp_cstring_bytes("connection_name");
+    props_entries[0].value.kind = AMQP_FIELD_KIND_UTF8;
+    props_entries[0].value.value.bytes = amqp_cstring_bytes(c->name);
+    props_entries[1].key = amqp_cstring_bytes("product");
+    props_entries[1].value.kind = AMQP_FIELD_KIND_UTF8;
+    props_entries[1].value.value.bytes = amqp_cstring_bytes("libbus");
+    amqp_table_t props = {2, props_entries};
+    amqp_rpc_reply_t r = amqp_login_with_properties(st, info.vhost, 0, 131072, c->opts.heartbeat_s, &props,
+                                                    AMQP_SASL_METHOD_PLAIN, info.user, info.password);
+    if (!reply_ok(r)) {
+        char why[256];
+        describe_reply(r, why, sizeof why);
+        snprintf(err, errlen, "login to %s:%d: %s", info.host, info.port, why);
+        goto fail;
+    }
+    amqp_channel_open(st, CH);
+    r = amqp_get_rpc_reply(st);
+    if (!reply_ok(r)) goto fail_reply;
+    amqp_confirm_select(st, CH);
+    r = amqp_get_rpc_reply(st);
+    if (!reply_ok(r)) goto fail_reply;
+    if (c->opts.prefetch) {
+        amqp_basic_qos(st, CH, 0, c->opts.prefetch, 0);
+        r = amqp_get_rpc_reply(st);
+        if (!reply_ok(r)) goto fail_reply;
+    }
+    free(url);
+    c->amqp = st;
+    return 0;
+fail_reply : {
+    char why[256];
+    describe_reply(r, why, sizeof why);
+    snprintf(err, errlen, "channel setup: %s", why);
+}
+fail:
+    amqp_destroy_connection(st);
+    free(url);
+    return BUS_EUNAVAILABLE;
+}
+
+static int finish_connect(bus_conn_t *c) {
+    c->poll = malloc(sizeof *c->poll);
+    if (!c->poll || uv_poll_init(c->loop, c->poll, amqp_get_sockfd(c->amqp)) != 0) {
+        free(c->poll);
+        c->poll = NULL;
+        teardown(c, BUS_EINTERNAL, "uv_poll_init failed");
+        return BUS_EINTERNAL;
+    }
+    c->poll->data = c;
+    uv_poll_start(c->poll, UV_READABLE | UV_DISCONNECT, on_poll);
+    uv_prepare_start(&c->prepare, on_prepare);
+    uint64_t hb_ms = (uint64_t)c->opts.heartbeat_s * 500;
+    uv_timer_start(&c->heartbeat_timer, on_heartbeat_timer, hb_ms, hb_ms);
+    c->up = 1;
+    c->generation++;
+    c->next_seq = 1;
+    c->admin_channel_open = 0;
+    c->backoff_ms = c->opts.reconnect_min_ms;
+    bus_counter_inc(m_reconnects, 1);
+    uint64_t gen = c->generation;
+    if (c->opts.on_up) c->opts.on_up(c, c->opts.data);
+    for (int i = 0; i < c->nlisteners && c->amqp && c->generation == gen; i++)
+        if (c->listeners[i].on_up) c->listeners[i].on_up(c, c->listeners[i].data);
+    /* on_up may have lost the connection again */
+    if (!c->amqp || c->generation != gen) return BUS_EUNAVAILABLE;
+    pump(c);
+    return 0;
+}
+
+static void connect_attempt(bus_conn_t *c) {
+    char err[512];
+    if (open_amqp(c, err, sizeof err) != 0) {
+        bus_warn(NULL, "amqp: %s; retrying", err);
+        schedule_reconnect(c);
+        return;
+    }
+    bus_info(NULL, "amqp: connected (generation %llu)", (unsigned long long)c->generation + 1);
+    finish_connect(c);
+}
+
+void bus_conn_start(bus_conn_t *c) {
+    if (c->started) return;
+    c->started = 1;
+    uv_timer_start(&c->reconnect_timer, on_reconnect_timer, 0, 0);
+}
+
+int bus_conn_connect_now(bus_conn_t *c, char *err, size_t errlen) {
+    c->started = 1;
+    int rc = open_amqp(c, err, errlen);
+    if (rc != 0) return BUS_EUNAVAILABLE;
+    rc = finish_connect(c);
+    if (rc != 0) snprintf(err, errlen, "connection lost during setup");
+    return rc;
+}
+
+/* Fails every pending confirm and drops the connection. Reconnects later
+ * unless closing. Safe to call from inside callbacks: pump() notices that
+ * the state it was reading is gone. */
+static void teardown(bus_conn_t *c, int err, const char *why) {
+    if (!c->amqp) return;
+    amqp_connection_state_t st = c->amqp;
+    c->amqp = NULL;
+    int was_up = c->up;
+    c->up = 0;
+    if (c->poll) {
+        uv_poll_stop(c->poll);
+        uv_close((uv_handle_t *)c->poll, on_poll_closed);
+        c->poll = NULL;
+    }
+    uv_prepare_stop(&c->prepare);
+    uv_timer_stop(&c->heartbeat_timer);
+    if (err == 0) { /* clean close */
+        amqp_channel_close(st, CH, AMQP_REPLY_SUCCESS);
+        amqp_connection_close(st, AMQP_REPLY_SUCCESS);
+    }
+    amqp_destroy_connection(st);
+    while (c->consumers) {
+        consumer_t *n = c->consumers->next;
+        free(c->consumers);
+        c->consumers = n;
+    }
+    pending_confirm_t *pc = c->confirm_head;
+    c->confirm_head = c->confirm_tail = NULL;
+    c->unconfirmed = 0;
+    while (pc) {
+        pending_confirm_t *n = pc->next;
+        bus_counter_inc(m_publish_nacked, 1);
+        if (pc->cb) pc->cb(BUS_EUNAVAILABLE, pc->data);
+        free(pc);
+        pc = n;
+    }
+    if (err != 0) {
+        bus_counter_inc(m_conn_lost, 1);
+        bus_warn(NULL, "amqp: connection lost: %s", why ? why : bus_strerror(err));
+    }
+    if (was_up) {
+        if (c->opts.on_down) c->opts.on_down(c, err ? err : BUS_EUNAVAILABLE, c->opts.data);
+        for (int i = 0; i < c->nlisteners; i++)
+            if (c->listeners[i].on_down) c->listeners[i].on_down(c, err ? err : BUS_EUNAVAILABLE, c->listeners[i].data);
+    }
+    if (err != 0) schedule_reconnect(c);
+}
+
+void bus_conn_close(bus_conn_t *c, void (*cb)(void *), void *data) {
+    if (c->closing) return;
+    c->closing = 1;
+    c->close_cb = cb;
+    c->close_data = data;
+    teardown(c, 0, NULL);
+    uv_close((uv_handle_t *)&c->prepare, on_handle_closed);
+    uv_close((uv_handle_t *)&c->heartbeat_timer, on_handle_closed);
+    uv_close((uv_handle_t *)&c->reconnect_timer, on_handle_closed);
+}
+
+/* ---- confirms ----------------------------------------------------------- */
+
+static void complete_confirms(bus_conn_t *c, uint64_t tag, int multiple, int status) {
+    pending_confirm_t **pp = &c->confirm_head, *prev = NULL;
+    /* collect the completed entries first: callbacks may publish */
+    pending_confirm_t *done = NULL, **done_tail = &done;
+    while (*pp) {
+        pending_confirm_t *pc = *pp;
+        if (pc->seq > tag) break;
+        if (multiple || pc->seq == tag) {
+            *pp = pc->next;
+            if (c->confirm_tail == pc) c->confirm_tail = prev;
+            pc->next = NULL;
+            *done_tail = pc;
+            done_tail = &pc->next;
+            c->unconfirmed--;
+            if (!multiple) break;
+        } else {
+            prev = pc;
+            pp = &pc->next;
+        }
+    }
+    uint64_t gen = c->generation;
+    while (done) {
+        pending_confirm_t *n = done->next;
+        int st = status;
+        if (st == 0 && done->returned) st = BUS_ENOT_FOUND;
+        if (st == BUS_ENOT_FOUND) bus_counter_inc(m_returned, 1);
+        else if (st != 0) bus_counter_inc(m_publish_nacked, 1);
+        /* a teardown inside a callback already failed nothing of ours: these
+         * entries were unlinked, so finish them all with their outcome */
+        (void)gen;
+        if (done->cb) done->cb(st, done->data);
+        free(done);
+        done = n;
+    }
+}
+
+static void mark_returned(bus_conn_t *c, amqp_basic_properties_t *p) {
+    if (!(p->_flags & AMQP_BASIC_MESSAGE_ID_FLAG)) return;
+    for (pending_confirm_t *pc = c->confirm_head; pc; pc = pc->next) {
+        if (!pc->returned && strlen(pc->message_id) == p->message_id.len &&
+            memcmp(pc->message_id, p->message_id.bytes, p->message_id.len) == 0) {
+            pc->returned = 1;
+            return;
+        }
+    }
+}
+
+/* ---- deliveries --------------------------------------------------------- */
+
+static size_t header_value_text(const amqp_field_value_t *v, char *buf, size_t cap) {
+    switch (v->kind) {
+    case AMQP_FIELD_KIND_UTF8:
+    case AMQP_FIELD_KIND_BYTES: {
+        size_t n = v->value.bytes.len < cap - 1 ? v->value.bytes.len : cap - 1;
+        memcpy(buf, v->value.bytes.bytes, n);
+        buf[n] = '\0';
+        return n;
+    }
+    case AMQP_FIELD_KIND_I8: return (size_t)snprintf(buf, cap, "%d", v->value.i8);
+    case AMQP_FIELD_KIND_U8: return (size_t)snprintf(buf, cap, "%u", v->value.u8);
+    case AMQP_FIELD_KIND_I16: return (size_t)snprintf(buf, cap, "%d", v->value.i16);
+    case AMQP_FIELD_KIND_U16: return (size_t)snprintf(buf, cap, "%u", v->value.u16);
+    case AMQP_FIELD_KIND_I32: return (size_t)snprintf(buf, cap, "%d", v->value.i32);
+    case AMQP_FIELD_KIND_U32: return (size_t)snprintf(buf, cap, "%u", v->value.u32);
+    case AMQP_FIELD_KIND_I64: return (size_t)snprintf(buf, cap, "%lld", (long long)v->value.i64);
+    case AMQP_FIELD_KIND_U64:
+    case AMQP_FIELD_KIND_TIMESTAMP: return (size_t)snprintf(buf, cap, "%llu", (unsigned long long)v->value.u64);
+    case AMQP_FIELD_KIND_BOOLEAN: return (size_t)snprintf(buf, cap, "%s", v->value.boolean ? "true" : "false");
+    default: buf[0] = '\0'; return 0;
+    }
+}
+
+/* Copies an envelope into one allocation the consumer owns. */
+static bus_msg_t *msg_from_envelope(bus_conn_t *c, amqp_envelope_t *e) {
+    amqp_basic_properties_t *p = &e->message.properties;
+    amqp_bytes_t empty = {0, NULL};
+#define PROP(flag, field) ((p->_flags & (flag)) ? p->field : empty)
+    amqp_bytes_t strs[] = {
+        e->exchange,
+        e->routing_key,
+        e->consumer_tag,
+        PROP(AMQP_BASIC_CONTENT_TYPE_FLAG, content_type),
+        PROP(AMQP_BASIC_MESSAGE_ID_FLAG, message_id),
+        PROP(AMQP_BASIC_CORRELATION_ID_FLAG, correlation_id),
+        PROP(AMQP_BASIC_REPLY_TO_FLAG, reply_to),
+        PROP(AMQP_BASIC_TYPE_FLAG, type),
+        e->message.body,
+    };
+#undef PROP
+    enum { NSTR = sizeof strs / sizeof strs[0] };
+    size_t nheaders = (p->_flags & AMQP_BASIC_HEADERS_FLAG) ? (size_t)p->headers.num_entries : 0;
+    size_t size = sizeof(bus_msg_t) + nheaders * sizeof(bus_header_t);
+    for (size_t i = 0; i < NSTR; i++) size += strs[i].len + 1;
+    /* header keys and values; non-string values are rendered (at most 32 chars) */
+    for (size_t i = 0; i < nheaders; i++) {
+        amqp_table_entry_t *h = &p->headers.entries[i];
+        size += h->key.len + 1;
+        if (h->value.kind == AMQP_FIELD_KIND_UTF8 || h->value.kind == AMQP_FIELD_KIND_BYTES)
+            size += h->value.value.bytes.len + 1;
+        else
+            size += 33;
+    }
+    bus_msg_t *m = malloc(size);
+    if (!m) return NULL;
+    memset(m, 0, sizeof *m);
+    char *cursor = (char *)(m + 1) + nheaders * sizeof(bus_header_t);
+    const char **targets[] = {&m->exchange, &m->routing_key,    &m->consumer_tag, &m->content_type, &m->message_id,
+                              &m->correlation_id, &m->reply_to, &m->type,         &m->body};
+    for (size_t i = 0; i < NSTR; i++) {
+        if (strs[i].len) memcpy(cursor, strs[i].bytes, strs[i].len);
+        cursor[strs[i].len] = '\0';
+        *targets[i] = cursor;
+        cursor += strs[i].len + 1;
+    }
+    m->len = e->message.body.len;
+    m->headers = nheaders ? (bus_header_t *)(m + 1) : NULL;
+    m->nheaders = nheaders;
+    for (size_t i = 0; i < nheaders; i++) {
+        amqp_table_entry_t *h = &p->headers.entries[i];
+        bus_header_t *out = &m->headers[i];
+        memcpy(cursor, h->key.bytes, h->key.len);
+        cursor[h->key.len] = '\0';
+        out->key = cursor;
+        out->key_len = h->key.len;
+        cursor += h->key.len + 1;
+        size_t cap = (h->value.kind == AMQP_FIELD_KIND_UTF8 || h->value.kind == AMQP_FIELD_KIND_BYTES)
+                         ? h->value.value.bytes.len + 1
+                         : 33;
+        out->value_len = header_value_text(&h->value, cursor, cap);
+        out->value = cursor;
+        cursor += cap;
+    }
+    m->conn = c;
+    m->delivery_tag = e->delivery_tag;
+    m->generation = c->generation;
+    m->redelivered = e->redelivered;
+    m->timestamp = (p->_flags & AMQP_BASIC_TIMESTAMP_FLAG) ? (int64_t)p->timestamp : 0;
+    return m;
+}
+
+static consumer_t *find_consumer(bus_conn_t *c, const char *tag, size_t len) {
+    for (consumer_t *k = c->consumers; k; k = k->next)
+        if (strlen(k->tag) == len && memcmp(k->tag, tag, len) == 0) return k;
+    return NULL;
+}
+
+static void remove_consumer(bus_conn_t *c, const char *tag, size_t len) {
+    for (consumer_t **pp = &c->consumers; *pp; pp = &(*pp)->next) {
+        if (strlen((*pp)->tag) == len && memcmp((*pp)->tag, tag, len) == 0) {
+            consumer_t *k = *pp;
+            *pp = k->next;
+            free(k);
+            return;
+        }
+    }
+}
+
+/* Handles a frame that is not a delivery: confirms, returns, closes, cancels. */
+static int handle_other_frame(bus_conn_t *c, amqp_connection_state_t st) {
+    amqp_frame_t frame;
+    struct timeval zero = {0, 0};
+    int rc = amqp_simple_wait_frame_noblock(st, &frame, &zero);
+    if (rc == AMQP_STATUS_TIMEOUT) return 1; /* nothing after all */
+    if (rc != AMQP_STATUS_OK) {
+        teardown(c, BUS_EUNAVAILABLE, amqp_error_string2(rc));
+        return -1;
+    }
+    if (frame.frame_type != AMQP_FRAME_METHOD) return 0; /* stray header/body: ignore */
+    switch (frame.payload.method.id) {
+    case AMQP_BASIC_ACK_METHOD: {
+        amqp_basic_ack_t *a = frame.payload.method.decoded;
+        complete_confirms(c, a->delivery_tag, a->multiple, 0);
+        return 0;
+    }
+    case AMQP_BASIC_NACK_METHOD: {
+        amqp_basic_nack_t *a = frame.payload.method.decoded;
+        complete_confirms(c, a->delivery_tag, a->multiple, BUS_EUNAVAILABLE);
+        return 0;
+    }
+    case AMQP_BASIC_RETURN_METHOD: {
+        amqp_message_t message;
+        amqp_rpc_reply_t r = amqp_read_message(st, frame.channel, &message, 0);
+        if (!reply_ok(r)) {
+            teardown(c, BUS_EUNAVAILABLE, "reading a returned message failed");
+            return -1;
+        }
+        mark_returned(c, &message.properties);
+        amqp_destroy_message(&message);
+        return 0;
+    }
+    case AMQP_BASIC_CANCEL_METHOD: {
+        amqp_basic_cancel_t *m = frame.payload.method.decoded;
+        bus_warn(NULL, "amqp: broker cancelled consumer %.*s (queue deleted?)", (int)m->consumer_tag.len,
+                 (char *)m->consumer_tag.bytes);
+        remove_consumer(c, m->consumer_tag.bytes, m->consumer_tag.len);
+        return 0;
+    }
+    case AMQP_CHANNEL_CLOSE_METHOD: {
+        amqp_channel_close_t *m = frame.payload.method.decoded;
+        char why[300];
+        snprintf(why, sizeof why, "broker closed channel %u: %u %.*s", frame.channel, m->reply_code,
+                 (int)m->reply_text.len, (char *)m->reply_text.bytes);
+        amqp_channel_close_ok_t ok = {0};
+        amqp_send_method(st, frame.channel, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
+        if (frame.channel == CH_ADMIN) {
+            c->admin_channel_open = 0;
+            return 0;
+        }
+        teardown(c, BUS_EUNAVAILABLE, why);
+        return -1;
+    }
+    case AMQP_CONNECTION_CLOSE_METHOD: {
+        amqp_connection_close_t *m = frame.payload.method.decoded;
+        char why[300];
+        snprintf(why, sizeof why, "broker closed the connection: %u %.*s", m->reply_code, (int)m->reply_text.len,
+                 (char *)m->reply_text.bytes);
+        amqp_connection_close_ok_t ok = {0};
+        amqp_send_method(st, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
+        teardown(c, BUS_EUNAVAILABLE, why);
+        return -1;
+    }
+    default: return 0;
+    }
+}
+
+/* Reads and dispatches everything that is readable or already buffered,
+ * never waiting. */
+static void pump(bus_conn_t *c) {
+    if (c->pumping || !c->amqp) return;
+    c->pumping = 1;
+    amqp_connection_state_t st = c->amqp;
+    struct timeval zero = {0, 0};
+    for (int rounds = 0; rounds < 4096 && c->amqp == st; rounds++) {
+        amqp_envelope_t e;
+        amqp_maybe_release_buffers(st);
+        amqp_rpc_reply_t r = amqp_consume_message(st, &e, &zero, 0);
+        if (r.reply_type == AMQP_RESPONSE_NORMAL) {
+            bus_msg_t *m = msg_from_envelope(c, &e);
+            consumer_t *k = find_consumer(c, e.consumer_tag.bytes, e.consumer_tag.len);
+            uint64_t tag = e.delivery_tag;
+            amqp_destroy_envelope(&e);
+            if (!m) {
+                amqp_basic_nack(st, CH, tag, 0, 1);
+                continue;
+            }
+            if (k) {
+                k->cb(m, k->data);
+            } else {
+                bus_msg_reject(m, 1);
+            }
+            continue;
+        }
+        if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION && r.library_error == AMQP_STATUS_TIMEOUT) break;
+        if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION && r.library_error == AMQP_STATUS_UNEXPECTED_STATE) {
+            int rc = handle_other_frame(c, st);
+            if (rc != 0) break;
+            continue;
+        }
+        char why[256];
+        describe_reply(r, why, sizeof why);
+        teardown(c, BUS_EUNAVAILABLE, why);
+        break;
+    }
+    /* more buffered than one round's worth: let prepare continue next turn */
+    c->pumping = 0;
+}
+
+/* ---- synchronous topology ---------------------------------------------- */
+
+static int check_rpc(bus_conn_t *c, const char *what) {
+    if (!c->amqp) return BUS_EUNAVAILABLE;
+    amqp_rpc_reply_t r = amqp_get_rpc_reply(c->amqp);
+    if (reply_ok(r)) return 0;
+    char why[256];
+    describe_reply(r, why, sizeof why);
+    char msg[400];
+    snprintf(msg, sizeof msg, "%s: %s", what, why);
+    teardown(c, BUS_EUNAVAILABLE, msg);
+    return BUS_EUNAVAILABLE;
+}
+
+int bus_conn_declare_exchange(bus_conn_t *c, const char *name, const char *type) {
+    if (!c->amqp) return BUS_EUNAVAILABLE;
+    amqp_exchange_declare(c->amqp, CH, amqp_cstring_bytes(name), amqp_cstring_bytes(type), 0, 1, 0, 0,
+                          amqp_empty_table);
+    return check_rpc(c, name);
+}
+
+int bus_conn_declare_queue(bus_conn_t *c, const char *name, const bus_queue_options_t *o) {
+    if (!c->amqp) return BUS_EUNAVAILABLE;
+    amqp_table_entry_t entries[6];
+    int n = 0;
+    if (o->queue_type && strcmp(o->queue_type, "classic") != 0) {
+        entries[n].key = amqp_cstring_bytes("x-queue-type");
+        entries[n].value.kind = AMQP_FIELD_KIND_UTF8;
+        entries[n++].value.value.bytes = amqp_cstring_bytes(o->queue_type);
+    }
+    if (o->message_ttl_ms > 0) {
+        entries[n].key = amqp_cstring_bytes("x-message-ttl");
+        entries[n].value.kind = AMQP_FIELD_KIND_I64;
+        entries[n++].value.value.i64 = o->message_ttl_ms;
+    }
+    if (o->dead_letter_exchange) {
+        entries[n].key = amqp_cstring_bytes("x-dead-letter-exchange");
+        entries[n].value.kind = AMQP_FIELD_KIND_UTF8;
+        entries[n++].value.value.bytes = amqp_cstring_bytes(o->dead_letter_exchange);
+    }
+    if (o->dead_letter_key) {
+        entries[n].key = amqp_cstring_bytes("x-dead-letter-routing-key");
+        entries[n].value.kind = AMQP_FIELD_KIND_UTF8;
+        entries[n++].value.value.bytes = amqp_cstring_bytes(o->dead_letter_key);
+    }
+    if (o->max_age) {
+        entries[n].key = amqp_cstring_bytes("x-max-age");
+        entries[n].value.kind = AMQP_FIELD_KIND_UTF8;
+        entries[n++].value.value.bytes = amqp_cstring_bytes(o->max_age);
+    }
+    if (o->max_length_bytes > 0) {
+        entries[n].key = amqp_cstring_bytes("x-max-length-bytes");
+        entries[n].value.kind = AMQP_FIELD_KIND_I64;
+        entries[n++].value.value.i64 = o->max_length_bytes;
+    }
+    amqp_table_t args = {n, entries};
+    amqp_queue_declare(c->amqp, CH, amqp_cstring_bytes(name), 0, o->durable, o->exclusive, o->auto_delete, args);
+    return check_rpc(c, name);
+}
+
+int bus_conn_bind(bus_conn_t *c, const char *queue, const char *exchange, const char *key) {
+    if (!c->amqp) return BUS_EUNAVAILABLE;
+    amqp_queue_bind(c->amqp, CH, amqp_cstring_bytes(queue), amqp_cstring_bytes(exchange), amqp_cstring_bytes(key),
+                    amqp_empty_table);
+    return check_rpc(c, queue);
+}
+
+int bus_conn_consume(bus_conn_t *c, const char *queue, int no_ack, int exclusive, amqp_table_t args, bus_msg_cb cb,
+                     void *data, char *tag_out, size_t tag_len) {
+    if (!c->amqp) return BUS_EUNAVAILABLE;
+    amqp_basic_consume_ok_t *ok = amqp_basic_consume(c->amqp, CH, amqp_cstring_bytes(queue), amqp_empty_bytes, 0,
+                                                     no_ack, exclusive, args);
+    int rc = check_rpc(c, queue);
+    if (rc != 0 || !ok) return BUS_EUNAVAILABLE;
+    consumer_t *k = calloc(1, sizeof *k);
+    if (!k) return BUS_EINTERNAL;
+    snprintf(k->tag, sizeof k->tag, "%.*s", (int)ok->consumer_tag.len, (char *)ok->consumer_tag.bytes);
+    k->cb = cb;
+    k->data = data;
+    k->next = c->consumers;
+    c->consumers = k;
+    if (tag_out) snprintf(tag_out, tag_len, "%s", k->tag);
+    return 0;
+}
+
+int bus_conn_cancel(bus_conn_t *c, const char *tag) {
+    if (!c->amqp) return BUS_EUNAVAILABLE;
+    amqp_basic_cancel(c->amqp, CH, amqp_cstring_bytes(tag));
+    int rc = check_rpc(c, "basic.cancel");
+    if (c->amqp) remove_consumer(c, tag, strlen(tag));
+    return rc;
+}
+
+int bus_conn_queue_info(bus_conn_t *c, const char *queue, uint32_t *messages, uint32_t *consumers) {
+    if (!c->amqp) return BUS_EUNAVAILABLE;
+    if (!c->admin_channel_open) {
+        amqp_channel_open(c->amqp, CH_ADMIN);
+        if (check_rpc(c, "admin channel") != 0) return BUS_EUNAVAILABLE;
+        c->admin_channel_open = 1;
+    }
+    amqp_queue_declare_ok_t *ok =
+        amqp_queue_declare(c->amqp, CH_ADMIN, amqp_cstring_bytes(queue), 1, 0, 0, 0, amqp_empty_table);
+    amqp_rpc_reply_t r = amqp_get_rpc_reply(c->amqp);
+    if (reply_ok(r) && ok) {
+        if (messages) *messages = ok->message_count;
+        if (consumers) *consumers = ok->consumer_count;
+        return 0;
+    }
+    if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION && r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
+        amqp_channel_close_ok_t close_ok = {0};
+        amqp_send_method(c->amqp, CH_ADMIN, AMQP_CHANNEL_CLOSE_OK_METHOD, &close_ok);
+        c->admin_channel_open = 0;
+        amqp_channel_close_t *m = r.reply.decoded;
+        return m->reply_code == AMQP_NOT_FOUND ? BUS_ENOT_FOUND : BUS_EINTERNAL;
+    }
+    char why[256];
+    describe_reply(r, why, sizeof why);
+    teardown(c, BUS_EUNAVAILABLE, why);
+    return BUS_EUNAVAILABLE;
+}
+
+/* ---- publish and ack ---------------------------------------------------- */
+
+int bus_conn_publish(bus_conn_t *c, const bus_publish_t *p, bus_publish_cb cb, void *data) {
+    if (!c->amqp || !c->up) return BUS_EUNAVAILABLE;
+    amqp_basic_properties_t props;
+    memset(&props, 0, sizeof props);
+    if (p->content_type) {
+        props._flags |= AMQP_BASIC_CONTENT_TYPE_FLAG;
+        props.content_type = amqp_cstring_bytes(p->content_type);
+    }
+    if (p->message_id) {
+        props._flags |= AMQP_BASIC_MESSAGE_ID_FLAG;
+        props.message_id = amqp_cstring_bytes(p->message_id);
+    }
+    if (p->correlation_id) {
+        props._flags |= AMQP_BASIC_CORRELATION_ID_FLAG;
+        props.correlation_id = amqp_cstring_bytes(p->correlation_id);
+    }
+    if (p->reply_to) {
+        props._flags |= AMQP_BASIC_REPLY_TO_FLAG;
+        props.reply_to = amqp_cstring_bytes(p->reply_to);
+    }
+    if (p->type) {
+        props._flags |= AMQP_BASIC_TYPE_FLAG;
+        props.type = amqp_cstring_bytes(p->type);
+    }
+    if (p->expiration_ms) {
+        props._flags |= AMQP_BASIC_EXPIRATION_FLAG;
+        props.expiration = amqp_cstring_bytes(p->expiration_ms);
+    }
+    props._flags |= AMQP_BASIC_TIMESTAMP_FLAG;
+    props.timestamp = (uint64_t)(p->timestamp ? p->timestamp : (int64_t)time(NULL));
+    props._flags |= AMQP_BASIC_DELIVERY_MODE_FLAG;
+    props.delivery_mode = p->persistent ? AMQP_DELIVERY_PERSISTENT : AMQP_DELIVERY_NONPERSISTENT;
+    amqp_table_entry_t entries[17];
+    size_t n = 0;
+    for (size_t i = 0; i < p->nheaders && n < 16; i++) {
+        entries[n].key = (amqp_bytes_t){p->headers[i].key_len, (void *)p->headers[i].key};
+        entries[n].value.kind = AMQP_FIELD_KIND_UTF8;
+        entries[n++].value.value.bytes = (amqp_bytes_t){p->headers[i].value_len, (void *)p->headers[i].value};
+    }
+    if (p->int_header_key) {
+        entries[n].key = amqp_cstring_bytes(p->int_header_key);
+        entries[n].value.kind = AMQP_FIELD_KIND_I64;
+        entries[n++].value.value.i64 = p->int_header_value;
+    }
+    if (n) {
+        props._flags |= AMQP_BASIC_HEADERS_FLAG;
+        props.headers.num_entries = (int)n;
+        props.headers.entries = entries;
+    }
+    pending_confirm_t *pc = calloc(1, sizeof *pc);
+    if (!pc) return BUS_EINTERNAL;
+    amqp_bytes_t body = {p->len, (void *)p->body};
+    int rc = amqp_basic_publish(c->amqp, CH, amqp_cstring_bytes(p->exchange ? p->exchange : ""),
+                                amqp_cstring_bytes(p->routing_key ? p->routing_key : ""), p->mandatory, 0, &props,
+                                body);
+    if (rc != AMQP_STATUS_OK) {
+        free(pc);
+        teardown(c, BUS_EUNAVAILABLE, amqp_error_string2(rc));
+        return BUS_EUNAVAILABLE;
+    }
+    bus_counter_inc(m_published, 1);
+    pc->seq = c->next_seq++;
+    pc->cb = cb;
+    pc->data = data;
+    if (p->message_id) snprintf(pc->message_id, sizeof pc->message_id, "%s", p->message_id);
+    if (c->confirm_tail) c->confirm_tail->next = pc;
+    else c->confirm_head = pc;
+    c->confirm_tail = pc;
+    c->unconfirmed++;
+    return 0;
+}
+
+static void finish_msg(bus_msg_t *m, int ack, int requeue) {
+    bus_conn_t *c = m->conn;
+    if (c && c->amqp && c->generation == m->generation) {
+        int rc = ack ? amqp_basic_ack(c->amqp, CH, m->delivery_tag, 0)
+                     : amqp_basic_nack(c->amqp, CH, m->delivery_tag, 0, requeue);
+        if (rc != AMQP_STATUS_OK) teardown(c, BUS_EUNAVAILABLE, amqp_error_string2(rc));
+    }
+    free(m);
+}
+
+void bus_msg_ack(bus_msg_t *m) { finish_msg(m, 1, 0); }
+void bus_msg_reject(bus_msg_t *m, int requeue) { finish_msg(m, 0, requeue); }
+void bus_msg_free(bus_msg_t *m) { free(m); }
+
+const char *bus_msg_header(const bus_msg_t *m, const char *key) {
+    for (size_t i = 0; i < m->nheaders; i++)
+        if (strcmp(m->headers[i].key, key) == 0) return m->headers[i].value;
+    return NULL;
+}

@@ -1,0 +1,225 @@
+/* The RPC client: direct reply-to, a correlation table, per-call timers.
+ * See bus/rpc.h. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uthash.h>
+
+#include "bus/envelope.h"
+#include "bus/error.h"
+#include "bus/log.h"
+#include "bus/metrics.h"
+#include "bus/rpc.h"
+#include "bus/topology.h"
+
+typedef struct pending_call {
+    uint64_t id; /* hash key: the number after the client prefix */
+    bus_rpc_client_t *client;
+    bus_rpc_cb cb;
+    void *data;
+    uint64_t started_ns;
+    uv_timer_t timer; /* freed in its close callback */
+    UT_hash_handle hh;
+} pending_call_t;
+
+struct bus_rpc_client {
+    bus_conn_t *conn;
+    char prefix[24]; /* random, identifies this client's correlation ids */
+    size_t prefix_len;
+    uint64_t next_id;
+    int default_timeout_ms;
+    int ready;
+    int freeing;
+    size_t npending;
+    size_t timers_open;   /* call timers not yet closed */
+    size_t confirms_open; /* request publishes not yet confirmed */
+    pending_call_t *pending;
+};
+
+/* The client is freed once nothing refers to it any more. */
+static void maybe_free(bus_rpc_client_t *c) {
+    if (c->freeing && c->timers_open == 0 && c->confirms_open == 0) free(c);
+}
+
+static bus_counter_t *m_calls, *m_timeouts, *m_unavailable, *m_late;
+static bus_histogram_t *m_latency;
+
+static void on_timer_closed(uv_handle_t *h) {
+    pending_call_t *p = h->data;
+    bus_rpc_client_t *c = p->client;
+    free(p);
+    c->timers_open--;
+    maybe_free(c);
+}
+
+/* Unlinks a call, runs its callback, releases it. */
+static void finish(pending_call_t *p, int status, const char *reply, size_t len) {
+    bus_rpc_client_t *c = p->client;
+    HASH_DEL(c->pending, p);
+    c->npending--;
+    uv_timer_stop(&p->timer);
+    if (status == 0) bus_histogram_observe(m_latency, (double)(uv_hrtime() - p->started_ns) / 1e9);
+    else if (status == BUS_ETIMEOUT) bus_counter_inc(m_timeouts, 1);
+    else bus_counter_inc(m_unavailable, 1);
+    bus_rpc_cb cb = p->cb;
+    void *data = p->data;
+    uv_close((uv_handle_t *)&p->timer, on_timer_closed);
+    cb(status, reply, len, data);
+}
+
+static void fail_all(bus_rpc_client_t *c, int status) {
+    pending_call_t *p, *tmp;
+    HASH_ITER(hh, c->pending, p, tmp) finish(p, status, NULL, 0);
+}
+
+static void on_timeout(uv_timer_t *t) {
+    pending_call_t *p = t->data;
+    finish(p, BUS_ETIMEOUT, NULL, 0);
+}
+
+static void on_reply(bus_msg_t *m, void *data) {
+    bus_rpc_client_t *c = data;
+    const char *corr = m->correlation_id;
+    uint64_t id = 0;
+    int ours = strncmp(corr, c->prefix, c->prefix_len) == 0 && corr[c->prefix_len] == '.';
+    if (ours) id = strtoull(corr + c->prefix_len + 1, NULL, 10);
+    pending_call_t *p = NULL;
+    if (ours) HASH_FIND(hh, c->pending, &id, sizeof id, p);
+    if (!p) {
+        bus_counter_inc(m_late, 1);
+        bus_debug(corr, "rpc: reply for no pending call dropped");
+    } else {
+        finish(p, 0, m->body, m->len);
+    }
+    bus_msg_free(m);
+}
+
+static void on_up(bus_conn_t *conn, void *data) {
+    bus_rpc_client_t *c = data;
+    int rc = bus_conn_consume(conn, BUS_DIRECT_REPLY_TO, 1, 0, amqp_empty_table, on_reply, c, NULL, 0);
+    c->ready = rc == 0;
+}
+
+static void on_down(bus_conn_t *conn, int err, void *data) {
+    (void)conn;
+    (void)err;
+    bus_rpc_client_t *c = data;
+    c->ready = 0;
+    fail_all(c, BUS_EUNAVAILABLE);
+}
+
+int bus_rpc_client_new(bus_conn_t *conn, int default_timeout_ms, bus_rpc_client_t **out) {
+    if (!m_calls) {
+        m_calls = bus_counter("bus_rpc_client_calls_total", "RPC calls started", NULL);
+        m_timeouts = bus_counter("bus_rpc_client_timeouts_total", "RPC calls that timed out", NULL);
+        m_unavailable = bus_counter("bus_rpc_client_unavailable_total", "RPC calls failed without a reply", NULL);
+        m_late = bus_counter("bus_rpc_late_replies_total", "Replies that arrived after their call ended", NULL);
+        m_latency = bus_histogram("bus_rpc_client_seconds", "RPC round trip time", NULL);
+    }
+    bus_rpc_client_t *c = calloc(1, sizeof *c);
+    if (!c) return BUS_EINTERNAL;
+    char uuid[37];
+    bus_uuid(uuid);
+    snprintf(c->prefix, sizeof c->prefix, "%.8s%.4s", uuid, uuid + 9);
+    c->prefix_len = strlen(c->prefix);
+    c->conn = conn;
+    c->default_timeout_ms = default_timeout_ms > 0 ? default_timeout_ms : 5000;
+    if (bus_conn_add_listener(conn, on_up, on_down, c) != 0) {
+        free(c);
+        return BUS_EINTERNAL;
+    }
+    *out = c;
+    return 0;
+}
+
+int bus_rpc_client_ready(const bus_rpc_client_t *c) { return c->ready && bus_conn_is_up(c->conn); }
+size_t bus_rpc_client_pending(const bus_rpc_client_t *c) { return c->npending; }
+
+void bus_rpc_client_free(bus_rpc_client_t *c) {
+    fail_all(c, BUS_EUNAVAILABLE);
+    c->freeing = 1;
+    maybe_free(c);
+}
+
+typedef struct {
+    bus_rpc_client_t *client;
+    uint64_t id;
+} publish_ctx_t;
+
+/* A mandatory request the broker could not route: no queue for the service. */
+static void on_request_confirmed(int status, void *data) {
+    publish_ctx_t *ctx = data;
+    bus_rpc_client_t *c = ctx->client;
+    c->confirms_open--;
+    if (status == BUS_ENOT_FOUND && !c->freeing) {
+        pending_call_t *p = NULL;
+        HASH_FIND(hh, c->pending, &ctx->id, sizeof ctx->id, p);
+        if (p) finish(p, BUS_ENOT_FOUND, NULL, 0);
+    }
+    free(ctx);
+    maybe_free(c);
+}
+
+int bus_rpc_call(bus_rpc_client_t *c, const char *service, const char *method, const char *params, size_t len,
+                 const bus_rpc_call_opts_t *opts, bus_rpc_cb cb, void *data) {
+    if (!bus_valid_name(service) || !bus_valid_name(method)) return BUS_EBAD_REQUEST;
+    if (!bus_rpc_client_ready(c)) return BUS_EUNAVAILABLE;
+    int timeout_ms = opts && opts->timeout_ms > 0 ? opts->timeout_ms : c->default_timeout_ms;
+    char routing_key[140], corr[64], message_id[37], expiration[24];
+    snprintf(routing_key, sizeof routing_key, "%s.%s", service, method);
+    uint64_t id = ++c->next_id;
+    snprintf(corr, sizeof corr, "%s.%" PRIu64, c->prefix, id);
+    bus_uuid(message_id);
+    snprintf(expiration, sizeof expiration, "%d", timeout_ms);
+    bus_header_t headers[2];
+    size_t nh = 0;
+    const char *e2e = opts && opts->correlation_id && *opts->correlation_id ? opts->correlation_id : message_id;
+    headers[nh++] = (bus_header_t){BUS_HDR_CORRELATION, strlen(BUS_HDR_CORRELATION), e2e, strlen(e2e)};
+    if (opts && opts->caller && *opts->caller)
+        headers[nh++] = (bus_header_t){BUS_HDR_CALLER, strlen(BUS_HDR_CALLER), opts->caller, strlen(opts->caller)};
+    publish_ctx_t *ctx = malloc(sizeof *ctx);
+    pending_call_t *p = calloc(1, sizeof *p);
+    if (!ctx || !p) {
+        free(ctx);
+        free(p);
+        return BUS_EINTERNAL;
+    }
+    ctx->client = c;
+    ctx->id = id;
+    bus_publish_t pub = {
+        .exchange = BUS_EXCHANGE_RPC,
+        .routing_key = routing_key,
+        .body = params,
+        .len = len,
+        .content_type = "application/json",
+        .message_id = message_id,
+        .correlation_id = corr,
+        .reply_to = BUS_DIRECT_REPLY_TO,
+        .type = routing_key,
+        .expiration_ms = expiration,
+        .mandatory = 1,
+        .headers = headers,
+        .nheaders = nh,
+    };
+    int rc = bus_conn_publish(c->conn, &pub, on_request_confirmed, ctx);
+    if (rc != 0) {
+        free(ctx);
+        free(p);
+        return rc;
+    }
+    c->confirms_open++;
+    p->id = id;
+    p->client = c;
+    p->cb = cb;
+    p->data = data;
+    p->started_ns = uv_hrtime();
+    uv_timer_init(bus_conn_loop(c->conn), &p->timer);
+    p->timer.data = p;
+    uv_timer_start(&p->timer, on_timeout, (uint64_t)timeout_ms, 0);
+    c->timers_open++;
+    HASH_ADD(hh, c->pending, id, sizeof p->id, p);
+    c->npending++;
+    bus_counter_inc(m_calls, 1);
+    return 0;
+}
