@@ -12,7 +12,7 @@ VERSION   := 0.1.0
 BUILD     ?= build
 PREFIX    ?= /usr/local
 CC        ?= cc
-PKGS      := librabbitmq libuv libcjson hiredis libcurl sqlite3 libmongoc-1.0 libpcre2-8
+PKGS      := librabbitmq libuv libcjson hiredis libcurl sqlite3 libmongoc-1.0 libpcre2-8 libcrypto
 OPT       ?= -O2
 SAN_FLAGS ?=
 
@@ -51,20 +51,24 @@ tests: $(TEST_BINS)
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_OWN) -c $< -o $@
+	@echo "  CC    $<"
+	@$(CC) $(CFLAGS_OWN) -c $< -o $@
 
 $(BUILD)/obj/llhttp/%.o: $(LLHTTP_DIR)/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_LLHTTP) -c $< -o $@
+	@echo "  CC    $< (packaged llhttp)"
+	@$(CC) $(CFLAGS_LLHTTP) -c $< -o $@
 
 $(LIBBUS): $(LIB_OBJ)
 	@rm -f $@
-	ar rcs $@ $^
+	@echo "  AR    $@"
+	@ar rcs $@ $^
 
 # A program is every .c of its folder, linked with libbus.
 define program
 $(BUILD)/$(1): $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard $(2)/*.c)) $(LIBBUS)
-	$$(CC) $$(LDFLAGS) -o $$@ $$^ $$(LDLIBS)
+	@echo "  LD    $$@"
+	@$$(CC) $$(LDFLAGS) -o $$@ $$^ $$(LDLIBS)
 endef
 $(foreach d,$(DOMAINS),$(eval $(call program,bus-$(d),workers/$(d))))
 $(eval $(call program,bus-gateway,gateway))
@@ -74,7 +78,8 @@ $(eval $(call program,busctl,bus/cli))
 SUPPORT_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard tests/support/*.c))
 $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(SUPPORT_OBJ) $(LIBBUS)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	@echo "  LD    $@"
+	@$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 deps:
 	@deploy/local/deps.sh

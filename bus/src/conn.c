@@ -808,9 +808,9 @@ int bus_conn_publish(bus_conn_t *c, const bus_publish_t *p, bus_publish_cb cb, v
     props.timestamp = (uint64_t)(p->timestamp ? p->timestamp : (int64_t)time(NULL));
     props._flags |= AMQP_BASIC_DELIVERY_MODE_FLAG;
     props.delivery_mode = p->persistent ? AMQP_DELIVERY_PERSISTENT : AMQP_DELIVERY_NONPERSISTENT;
-    amqp_table_entry_t entries[17];
+    amqp_table_entry_t entries[33];
     size_t n = 0;
-    for (size_t i = 0; i < p->nheaders && n < 16; i++) {
+    for (size_t i = 0; i < p->nheaders && n < 32; i++) {
         entries[n].key = (amqp_bytes_t){p->headers[i].key_len, (void *)p->headers[i].key};
         entries[n].value.kind = AMQP_FIELD_KIND_UTF8;
         entries[n++].value.value.bytes = (amqp_bytes_t){p->headers[i].value_len, (void *)p->headers[i].value};

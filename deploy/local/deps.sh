@@ -3,7 +3,7 @@
 set -euo pipefail
 packages=(build-essential pkg-config clang libclang-rt-14-dev
           librabbitmq-dev libuv1-dev libcjson-dev libhiredis-dev libcurl4-openssl-dev
-          libsqlite3-dev libmongoc-dev libpcre2-dev node-llhttp uthash-dev
+          libsqlite3-dev libmongoc-dev libpcre2-dev libssl-dev node-llhttp uthash-dev
           rabbitmq-server redis-server redis-tools curl wrk)
 missing=()
 for p in "${packages[@]}"; do

@@ -26,7 +26,7 @@ export BUS_LOCAL_AMQP_PORT=36672 BUS_LOCAL_DIST_PORT=36673 BUS_LOCAL_STREAM_PORT
 export BUS_AMQP_URL="amqp://guest:guest@127.0.0.1:$BUS_LOCAL_AMQP_PORT/"
 export BUS_REDIS_URL="redis://127.0.0.1:$BUS_LOCAL_REDIS_PORT/0"
 HTTP_ADDR=127.0.0.1:36080
-SECONDS_PER_RUN=5
+SECONDS_PER_RUN=${BENCH_SECONDS:-5}   # measured seconds per load run (BENCH_SECONDS overrides)
 INFLIGHTS="1 64"
 mkdir -p "$LOGS"
 ulimit -n 4096 2>/dev/null || true   # the gateway must hold 1,000+ connections
@@ -61,6 +61,13 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'echo "interrupted" >&2; exit 130' INT TERM
+
+# forget PID: drop a reaped wrapper from WRAPS (its pid may be reused later)
+forget() {
+    local keep=() w
+    for w in "${WRAPS[@]}"; do [ "$w" = "$1" ] || keep+=("$w"); done
+    WRAPS=("${keep[@]}")
+}
 
 section() { printf '\n=== %s ===\n' "$1"; }
 note() { printf '  %s\n' "$*"; }
@@ -105,6 +112,7 @@ stop_bg() {
     fi
     wait "$wrap"
     rc=$?
+    forget "$wrap"
     check_rc "$name" "$rc"
 }
 
@@ -112,8 +120,15 @@ stop_bg() {
 run_fg() {
     local name=$1 secs=$2 out=$3 rc
     shift 3
-    timeout -k 3 "$secs" "$@" >"$out" 2>"$out.err"
+    # in the background + wait, so a signal to this script is handled at once
+    # (bash runs traps only between foreground commands; timeout(1) runs its
+    # command in a process group of its own, out of the terminal's Ctrl-C)
+    timeout -k 3 "$secs" "$@" >"$out" 2>"$out.err" </dev/null &
+    local wrap=$!
+    WRAPS+=("$wrap")
+    wait "$wrap"
     rc=$?
+    forget "$wrap"
     check_rc "$name" "$rc"
     if [ $rc != 0 ] && [ -s "$out.err" ]; then tail -3 "$out.err" | sed 's/^/    | /'; fi
     return $rc
@@ -146,7 +161,13 @@ consumers_on() {
 
 echo "bench: build=$BUILD broker=$BUS_AMQP_URL redis=$BUS_REDIS_URL cpus=$(nproc) ($(date -u +%FT%TZ))"
 SERVERS_STARTED=1
-if ! timeout 90 deploy/local/servers.sh start "$SRV_DIR" >"$LOGS/servers.log" 2>&1; then
+timeout 90 deploy/local/servers.sh start "$SRV_DIR" >"$LOGS/servers.log" 2>&1 &
+srv_wrap=$!
+WRAPS+=("$srv_wrap")
+wait "$srv_wrap"
+srv_rc=$?
+forget "$srv_wrap"
+if [ $srv_rc != 0 ]; then
     echo "could not start the private RabbitMQ/Redis; see $LOGS/servers.log" >&2
     tail -5 "$LOGS/servers.log" >&2
     exit 1
@@ -179,13 +200,15 @@ if [ -x "$BUILD/bus-alliances" ]; then
     # the worker also serves section 2 (the edge calls alliances.*); stopped after it
     start_bg "$LOGS/alliances.log" 170 env BUS_STORE="sqlite:$SRV_DIR/bench.db" "$BUILD/bus-alliances"
     ALLI_WRAP=$BG_WRAP ALLI_PID=$BG_PID
-    ready=0
-    for _ in $(seq 1 15); do
+    ready=0 deadline=$((SECONDS + 15))
+    while [ $SECONDS -lt $deadline ]; do
         kill -0 "$ALLI_WRAP" 2>/dev/null || break
         if [ "$(consumers_on rpc.alliances)" -gt 0 ] 2>/dev/null; then ready=1; break; fi
         sleep 0.5
     done
-    if [ $ready = 0 ]; then
+    if ! kill -0 "$ALLI_WRAP" 2>/dev/null; then
+        note "bus-alliances exited at start-up; see $LOGS/alliances.log"
+    elif [ $ready = 0 ]; then
         note "bus-alliances: no consumer on rpc.alliances after 15 s; see $LOGS/alliances.log"
     fi
     if kill -0 "$ALLI_WRAP" 2>/dev/null; then

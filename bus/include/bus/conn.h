@@ -93,7 +93,7 @@ typedef struct bus_publish {
     int64_t timestamp;          /* seconds; 0 = now */
     int persistent;             /* delivery_mode 2 */
     int mandatory;              /* unroutable -> BUS_ENOT_FOUND */
-    const bus_header_t *headers;/* string headers */
+    const bus_header_t *headers;/* string headers (at most 32) */
     size_t nheaders;
     const char *int_header_key; /* one integer header (retry attempt), optional */
     int64_t int_header_value;

@@ -52,12 +52,27 @@ int bus_envelope_init(bus_envelope_t *env, const char *type, const char *source,
 /* Parses a structured-mode event. Checks: JSON (depth <= BUS_JSON_MAX_DEPTH,
  * size <= BUS_ENVELOPE_MAX_BYTES), an object, specversion "1.0", non-empty
  * string id/source/type, time (if present) valid RFC 3339, every attribute a
- * string. Returns 0, or BUS_EBAD_REQUEST with the reason in err. */
+ * string. Returns 0, or BUS_EBAD_REQUEST with the reason in err.
+ * An attribute whose JSON value is null counts as absent; unknown extension
+ * attributes are ignored; "data_base64" is refused (JSON payloads only);
+ * datacontenttype defaults to "application/json"; `data` is moved into env
+ * (NULL when the event has none). Reasons look like
+ * "missing or empty attribute \"id\"", "attribute \"time\" must be a string",
+ * "unsupported specversion \"0.3\" (expected \"1.0\")", "event must be a JSON object",
+ * "event larger than 1048576 bytes", or bus_json_parse's messages. */
 int bus_envelope_parse(const char *body, size_t len, bus_envelope_t *env, char *err, size_t errlen);
 
 /* Parses a binary-mode event: attributes from the ce-* headers (case-insensitive
  * names), data = the body parsed as JSON (an empty body means no data).
- * Same checks as bus_envelope_parse. */
+ * Same checks as bus_envelope_parse. Header names: "ce-<attribute>" (or
+ * "ce_<attribute>"); "content-type"/"content_type" (the AMQP content_type
+ * property) give datacontenttype. A JSON content type (application/json,
+ * text/json, *+json; the default) has its body parsed as JSON; any other
+ * type gets the body as a JSON string. When the content type is
+ * application/cloudevents+json and no ce-id header is present, the body is
+ * parsed as a structured event instead. Duplicate attribute headers and
+ * values containing NUL bytes are refused. Headers and body are only read
+ * during the call. */
 int bus_envelope_parse_binary(const bus_header_t *headers, size_t nheaders, const char *body, size_t len,
                               bus_envelope_t *env, char *err, size_t errlen);
 
@@ -69,7 +84,9 @@ char *bus_envelope_serialize(const bus_envelope_t *env, size_t *len);
 /* Frees what env owns and zeroes it. Safe on a zeroed struct. */
 void bus_envelope_clear(bus_envelope_t *env);
 
-/* Writes a random (v4) UUID, 36 characters + NUL. */
+/* Writes a random (v4) UUID, 36 characters + NUL, lower-case hex. Thread-safe
+ * and fork-safe (a child never repeats its parent's ids); takes kernel
+ * randomness (getrandom) in bulk per thread, so most calls make no syscall. */
 void bus_uuid(char out[37]);
 
 /* Writes the current UTC time as RFC 3339 with milliseconds
@@ -77,16 +94,27 @@ void bus_uuid(char out[37]);
 void bus_now_rfc3339(char out[32]);
 
 /* Parses an RFC 3339 date-time ("...Z" or "...+02:00", optional fraction)
- * into milliseconds since the epoch. Returns 0 or -1 when invalid. */
+ * into milliseconds since the epoch. Returns 0 or -1 when invalid.
+ * Accepts 'T'/'t', 'Z'/'z', +hh:mm/-hh:mm, a fraction of any length
+ * (truncated to milliseconds) and a leap second :60 (counted as the next
+ * second). Refuses impossible dates (Feb 30, month 13), hour > 23, minute > 59,
+ * trailing characters. epoch_ms may be NULL (validation only). */
 int bus_rfc3339_parse(const char *s, int64_t *epoch_ms);
 
-/* Formats epoch milliseconds as RFC 3339 UTC with milliseconds. */
+/* Formats epoch milliseconds as RFC 3339 UTC with milliseconds (24 chars + NUL).
+ * Instants outside years 0000..9999 are clamped to that range. */
 void bus_rfc3339_format(int64_t epoch_ms, char out[32]);
 
 /* Parses JSON with the platform's limits (length-bounded input, depth <= max_depth).
  * Returns the document (caller cJSON_Delete's it) or NULL, with a message
- * naming the byte offset of the error ("malformed JSON at byte 17") or the
- * depth in err. */
+ * naming the byte offset where cJSON stopped (at or one past the offending
+ * byte: "malformed JSON at byte 17") or the
+ * depth in err ("JSON nested deeper than 64 levels"). Only JSON whitespace may
+ * follow the value. body need not be NUL-terminated; it is only read during
+ * the call. Depth is checked by a linear pre-scan before cJSON recurses.
+ * Thread-safe (the offset does not use cJSON's global error pointer). The
+ * size bound is the caller's: bus_envelope_parse refuses bodies larger than
+ * BUS_ENVELOPE_MAX_BYTES before calling this. */
 cJSON *bus_json_parse(const char *body, size_t len, int max_depth, char *err, size_t errlen);
 
 #endif

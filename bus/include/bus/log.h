@@ -9,6 +9,8 @@
 #ifndef BUS_LOG_H
 #define BUS_LOG_H
 
+#include <stddef.h>
+
 typedef enum { BUS_LOG_DEBUG = 0, BUS_LOG_INFO, BUS_LOG_WARN, BUS_LOG_ERROR, BUS_LOG_OFF } bus_log_level_t;
 
 /* Names the program in every line. Strings are copied. */

@@ -1,0 +1,17 @@
+/* Internal to busctl: the commands that live in their own files. Each takes
+ * the arguments after its name and returns the process exit code. */
+#ifndef BUSCTL_CLI_H
+#define BUSCTL_CLI_H
+
+#include <cjson/cJSON.h>
+#include <stddef.h>
+
+/* busctl schema check|list ... */
+int bus_cli_schema(int argc, char **argv);
+/* Validates event data against schemas/events/<type>.json (BUS_SCHEMAS_DIR);
+ * 0 when valid or no schema exists, BUS_EINVALID with the failures in err. */
+int bus_cli_check_event(const char *type, const cJSON *data, char *err, size_t errlen);
+/* busctl apikey new --id NAME --scopes S1,S2 */
+int bus_cli_apikey(int argc, char **argv);
+
+#endif

@@ -1,0 +1,9 @@
+/* bus-verification: player verification against the game's player API (domain arrives with its issue; answers ping now). */
+#include "bus/worker.h"
+
+static const bus_worker_def_t definition = {
+    .service = "verification",
+    .summary = "player verification against the game's player API (domain arrives with its issue; answers ping now)",
+};
+
+int main(int argc, char **argv) { return bus_worker_main(argc, argv, &definition); }
