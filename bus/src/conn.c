@@ -213,6 +213,9 @@ static int open_amqp(bus_conn_t *c, char *err, size_t errlen) {
     char *url = strdup(c->url);
     if (!url) return BUS_EINTERNAL;
     amqp_parse_url(url, &info);
+    /* "amqp://host:5672/" names the empty vhost in the URI spec, but every
+     * user of it means the default vhost "/" */
+    if (!info.vhost || !*info.vhost) info.vhost = "/";
     amqp_connection_state_t st = amqp_new_connection();
     amqp_socket_t *sock = st ? amqp_tcp_socket_new(st) : NULL;
     if (!sock) {
@@ -746,13 +749,31 @@ int bus_conn_cancel(bus_conn_t *c, const char *tag) {
     return rc;
 }
 
-int bus_conn_queue_info(bus_conn_t *c, const char *queue, uint32_t *messages, uint32_t *consumers) {
-    if (!c->amqp) return BUS_EUNAVAILABLE;
-    if (!c->admin_channel_open) {
-        amqp_channel_open(c->amqp, CH_ADMIN);
-        if (check_rpc(c, "admin channel") != 0) return BUS_EUNAVAILABLE;
-        c->admin_channel_open = 1;
+static int open_admin_channel(bus_conn_t *c) {
+    if (c->admin_channel_open) return 0;
+    amqp_channel_open(c->amqp, CH_ADMIN);
+    if (check_rpc(c, "admin channel") != 0) return BUS_EUNAVAILABLE;
+    c->admin_channel_open = 1;
+    return 0;
+}
+
+int bus_conn_delete_queue(bus_conn_t *c, const char *queue) {
+    if (!c->amqp || open_admin_channel(c) != 0) return BUS_EUNAVAILABLE;
+    amqp_queue_delete(c->amqp, CH_ADMIN, amqp_cstring_bytes(queue), 0, 0);
+    amqp_rpc_reply_t r = amqp_get_rpc_reply(c->amqp);
+    if (reply_ok(r)) return 0;
+    if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION && r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
+        amqp_channel_close_ok_t close_ok = {0};
+        amqp_send_method(c->amqp, CH_ADMIN, AMQP_CHANNEL_CLOSE_OK_METHOD, &close_ok);
+        c->admin_channel_open = 0;
+        return 0;
     }
+    teardown(c, BUS_EUNAVAILABLE, "queue.delete failed");
+    return BUS_EUNAVAILABLE;
+}
+
+int bus_conn_queue_info(bus_conn_t *c, const char *queue, uint32_t *messages, uint32_t *consumers) {
+    if (!c->amqp || open_admin_channel(c) != 0) return BUS_EUNAVAILABLE;
     amqp_queue_declare_ok_t *ok =
         amqp_queue_declare(c->amqp, CH_ADMIN, amqp_cstring_bytes(queue), 1, 0, 0, 0, amqp_empty_table);
     amqp_rpc_reply_t r = amqp_get_rpc_reply(c->amqp);

@@ -628,7 +628,9 @@ static int resp_head(bus_http_req_t *r, int status, const char *ctype, size_t bo
     conn_t *c = r->conn;
     int no_body = (status < 200 || status == 204 || status == 304);
     if (stream) r->chunked_out = r->http_minor >= 1;
-    if (!r->keep_alive || c->srv->closing || c->stop_parsing || (stream && !r->chunked_out))
+    /* "Connection: close" only on the last answer of the connection: a
+     * draining server still answers every request it already dispatched. */
+    if (!r->keep_alive || (stream && !r->chunked_out) || (c->srv->closing && r == c->q_tail))
         r->close_after = 1;
     /* After an answer with Connection: close we parse nothing more. */
     if (r->close_after) c->stop_parsing = 1;

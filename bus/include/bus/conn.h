@@ -149,6 +149,10 @@ int bus_conn_cancel(bus_conn_t *conn, const char *tag);
  * BUS_ENOT_FOUND when the queue does not exist. */
 int bus_conn_queue_info(bus_conn_t *conn, const char *queue, uint32_t *messages, uint32_t *consumers);
 
+/* Deletes a queue (channel 2); 0 also when it did not exist. For tests and
+ * operators' tools. */
+int bus_conn_delete_queue(bus_conn_t *conn, const char *queue);
+
 /* Publishes on channel 1 in confirm mode; cb (may be NULL) runs once with
  * the outcome. Returns 0 when sent, BUS_EUNAVAILABLE when not connected
  * (cb is then NOT called). */

@@ -1,0 +1,257 @@
+/* RPC through a real broker: round trips, 1,000 calls in flight, errors,
+ * timeouts, drain on SIGTERM, competing instances, bad configuration. */
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../support/support.h"
+#include "../test.h"
+#include "bus/error.h"
+#include "bus/metrics.h"
+
+/* ---- a worker made for these tests ---- */
+
+static void m_echo(bus_request_t *req) { bus_reply_ok(req, cJSON_Duplicate(bus_request_params(req), 1)); }
+
+static void m_whoami(bus_request_t *req) {
+    cJSON *d = cJSON_CreateObject();
+    cJSON_AddStringToObject(d, "instance", bus_worker_instance(bus_request_worker(req)));
+    bus_reply_ok(req, d);
+}
+
+static void on_slept(uv_timer_t *t) {
+    bus_request_t *req = t->data;
+    cJSON *d = cJSON_CreateObject();
+    cJSON_AddBoolToObject(d, "slept", 1);
+    bus_reply_ok(req, d);
+    uv_close((uv_handle_t *)t, (uv_close_cb)free);
+}
+
+static void m_slow(bus_request_t *req) {
+    const cJSON *ms = cJSON_GetObjectItem(bus_request_params(req), "ms");
+    uv_timer_t *t = malloc(sizeof *t);
+    uv_timer_init(bus_worker_loop(bus_request_worker(req)), t);
+    t->data = req;
+    uv_timer_start(t, on_slept, cJSON_IsNumber(ms) ? (uint64_t)ms->valuedouble : 100, 0);
+}
+
+static void m_fail(bus_request_t *req) { bus_reply_error(req, BUS_EINTERNAL, "this method always fails"); }
+
+static const bus_method_t methods[] = {
+    {"echo", m_echo}, {"whoami", m_whoami}, {"slow", m_slow}, {"fail", m_fail}, {NULL, NULL}};
+static const bus_worker_def_t testrpc = {.service = "testrpc", .summary = "test worker", .methods = methods};
+
+static pid_t start_worker(const char *const *env) {
+    pid_t pid = bt_spawn_worker(&testrpc, env);
+    CHECK(bt_wait_ping("testrpc", 15000) == 0);
+    return pid;
+}
+
+/* ---- tests ---- */
+
+static void test_round_trip(void) {
+    pid_t w = start_worker(NULL);
+    bt_client_t c;
+    bt_client_open(&c);
+    char *reply = NULL;
+    CHECK_INT(bt_call(&c, "testrpc", "echo", "{\"hello\":\"world\",\"n\":[1,2]}", 3000, &reply), 0);
+    CHECK_STR(reply, "{\"success\":true,\"data\":{\"hello\":\"world\",\"n\":[1,2]}}");
+    free(reply);
+    CHECK_INT(bt_call(&c, "testrpc", "ping", "{}", 3000, &reply), 0);
+    CHECK_CONTAINS(reply, "\"service\":\"testrpc\"");
+    CHECK_CONTAINS(reply, "\"in_flight\":");
+    free(reply);
+    bt_client_close(&c);
+    bt_kill(w, SIGKILL);
+}
+
+typedef struct {
+    int index;
+    int answered;
+    int matched;
+} slot_t;
+
+static int answered_total;
+
+static void on_numbered(int status, const char *reply, size_t len, void *data) {
+    slot_t *s = data;
+    s->answered = 1;
+    answered_total++;
+    if (status != 0) return;
+    char want[64];
+    snprintf(want, sizeof want, "{\"success\":true,\"data\":{\"i\":%d}}", s->index);
+    s->matched = strlen(want) == len && memcmp(want, reply, len) == 0;
+}
+
+static void test_thousand_concurrent_calls(void) {
+    pid_t w = start_worker(NULL);
+    bt_client_t c;
+    bt_client_open(&c);
+    enum { N = 1000 };
+    static slot_t slots[N];
+    answered_total = 0;
+    for (int i = 0; i < N; i++) {
+        slots[i] = (slot_t){.index = i};
+        char params[32];
+        snprintf(params, sizeof params, "{\"i\":%d}", i);
+        CHECK_INT(bus_rpc_call(c.rpc, "testrpc", "echo", params, strlen(params), NULL, on_numbered, &slots[i]), 0);
+    }
+    CHECK_INT(bus_rpc_client_pending(c.rpc), N);
+    int all = 0;
+    double end = bt_now_ms() + 20000;
+    while (answered_total < N && bt_now_ms() < end) uv_run(&c.loop, UV_RUN_ONCE);
+    for (int i = 0; i < N; i++) all += slots[i].matched;
+    CHECK_INT(answered_total, N);
+    CHECK_INT(all, N);
+    CHECK_INT(bus_rpc_client_pending(c.rpc), 0);
+    bt_client_close(&c);
+    bt_kill(w, SIGKILL);
+}
+
+static void test_error_replies(void) {
+    pid_t w = start_worker(NULL);
+    bt_client_t c;
+    bt_client_open(&c);
+    char *reply = NULL;
+    CHECK_INT(bt_call(&c, "testrpc", "nosuchmethod", "{}", 3000, &reply), 0);
+    CHECK_CONTAINS(reply, "\"error\":\"not_found\"");
+    CHECK_CONTAINS(reply, "\"status_code\":404");
+    CHECK_CONTAINS(reply, "testrpc.nosuchmethod");
+    free(reply);
+    CHECK_INT(bt_call(&c, "testrpc", "fail", "{}", 3000, &reply), 0);
+    CHECK_CONTAINS(reply, "\"error\":\"internal\"");
+    CHECK_CONTAINS(reply, "always fails");
+    free(reply);
+    /* bytes that are not JSON reach the worker: bad_request with the offset */
+    CHECK_INT(bt_call(&c, "testrpc", "echo", "{\"a\":tru}", 3000, &reply), 0);
+    CHECK_CONTAINS(reply, "\"error\":\"bad_request\"");
+    CHECK_CONTAINS(reply, "malformed JSON at byte");
+    free(reply);
+    /* the worker is still fine */
+    CHECK_INT(bt_call(&c, "testrpc", "echo", "{}", 3000, &reply), 0);
+    CHECK_CONTAINS(reply, "\"success\":true");
+    free(reply);
+    bt_client_close(&c);
+    bt_kill(w, SIGKILL);
+}
+
+static void test_unknown_service_is_not_found(void) {
+    bt_client_t c;
+    bt_client_open(&c);
+    double t0 = bt_now_ms();
+    CHECK_INT(bt_call(&c, "nosuchservice", "ping", "{}", 3000, NULL), BUS_ENOT_FOUND);
+    CHECK(bt_now_ms() - t0 < 1000); /* answered by the broker's return, not the timeout */
+    CHECK_INT(bus_rpc_call(c.rpc, "Bad Name", "x", "{}", 2, NULL, NULL, NULL), BUS_EBAD_REQUEST);
+    bt_client_close(&c);
+}
+
+static void test_timeout_when_no_worker_runs(void) {
+    /* the queue exists (a worker ran once) but nobody consumes it now */
+    pid_t w = start_worker(NULL);
+    bt_kill(w, SIGKILL);
+    bt_client_t c;
+    bt_client_open(&c);
+    double t0 = bt_now_ms();
+    CHECK_INT(bt_call(&c, "testrpc", "echo", "{}", 300, NULL), BUS_ETIMEOUT);
+    double took = bt_now_ms() - t0;
+    CHECK(took >= 290 && took < 1500);
+    bt_client_close(&c);
+}
+
+static void test_late_reply_dropped_and_counted(void) {
+    pid_t w = start_worker(NULL);
+    bt_client_t c;
+    bt_client_open(&c);
+    bus_counter_t *late = bus_counter("bus_rpc_late_replies_total", "", NULL);
+    uint64_t before = bus_counter_value(late);
+    CHECK_INT(bt_call(&c, "testrpc", "slow", "{\"ms\":400}", 100, NULL), BUS_ETIMEOUT);
+    int never = 0;
+    bt_run_until(&c, &never, 700); /* the reply arrives meanwhile */
+    CHECK_INT(bus_counter_value(late), before + 1);
+    bt_client_close(&c);
+    bt_kill(w, SIGKILL);
+}
+
+static int sigterm_reply_done;
+static int sigterm_status;
+static char sigterm_reply[256];
+static void on_slow_reply(int status, const char *reply, size_t len, void *data) {
+    (void)data;
+    sigterm_reply_done = 1;
+    sigterm_status = status;
+    if (reply) snprintf(sigterm_reply, sizeof sigterm_reply, "%.*s", (int)len, reply);
+}
+
+static void test_sigterm_finishes_slow_call_then_exits_0(void) {
+    const char *env[] = {"BUS_DRAIN_MS=5000", NULL};
+    pid_t w = start_worker(env);
+    bt_client_t c;
+    bt_client_open(&c);
+    const char *p = "{\"ms\":800}";
+    CHECK_INT(bus_rpc_call(c.rpc, "testrpc", "slow", p, strlen(p), NULL, on_slow_reply, NULL), 0);
+    int never = 0;
+    bt_run_until(&c, &never, 200); /* the request is in the worker's hands */
+    kill(w, SIGTERM);
+    CHECK(bt_run_until(&c, &sigterm_reply_done, 5000) == 0);
+    CHECK_INT(sigterm_status, 0);
+    CHECK_CONTAINS(sigterm_reply, "\"slept\":true");
+    CHECK_INT(bt_wait_exit(w, 5000), 0);
+    /* and it took no new work meanwhile: a call now times out */
+    CHECK_INT(bt_call(&c, "testrpc", "echo", "{}", 300, NULL), BUS_ETIMEOUT);
+    bt_client_close(&c);
+}
+
+static void test_two_instances_share_calls(void) {
+    pid_t a = start_worker(NULL);
+    pid_t b = bt_spawn_worker(&testrpc, NULL);
+    usleep(500000);
+    bt_client_t c;
+    bt_client_open(&c);
+    char first[128] = "";
+    int other = 0;
+    for (int i = 0; i < 200 && !other; i++) {
+        char *reply = NULL;
+        CHECK_INT(bt_call(&c, "testrpc", "whoami", "{}", 3000, &reply), 0);
+        if (!first[0]) snprintf(first, sizeof first, "%s", reply);
+        else if (strcmp(first, reply) != 0) other = 1;
+        free(reply);
+    }
+    CHECK(other); /* both instances answered */
+    bt_client_close(&c);
+    bt_kill(a, SIGKILL);
+    bt_kill(b, SIGKILL);
+}
+
+static void test_bad_env_value_stops_at_start(void) {
+    const char *build = getenv("BUS_TEST_BUILD");
+    char path[512], log[512];
+    snprintf(path, sizeof path, "%s/bus-alliances", build ? build : "build");
+    snprintf(log, sizeof log, "%s/bad-env.log", getenv("BUS_LOCAL_DIR") ? getenv("BUS_LOCAL_DIR") : "/tmp");
+    unlink(log);
+    char *argv[] = {path, NULL};
+    const char *env[] = {"BUS_PREFETCH=lots", NULL};
+    pid_t pid = bt_spawn_program(argv, env, log);
+    CHECK_INT(bt_wait_exit(pid, 5000), 2);
+    FILE *f = fopen(log, "r");
+    CHECK(f != NULL);
+    char text[1024] = "";
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    text[n] = '\0';
+    fclose(f);
+    CHECK_CONTAINS(text, "BUS_PREFETCH");
+    CHECK_CONTAINS(text, "lots");
+    const char *env2[] = {"BUS_QUEUE_TYPE=fancy", NULL};
+    pid = bt_spawn_program(argv, env2, NULL);
+    CHECK_INT(bt_wait_exit(pid, 5000), 2);
+}
+
+BUS_TESTS({"round_trip", test_round_trip, 30},
+          {"thousand_concurrent_calls", test_thousand_concurrent_calls, 60},
+          {"error_replies", test_error_replies, 30},
+          {"unknown_service_is_not_found", test_unknown_service_is_not_found, 30},
+          {"timeout_when_no_worker_runs", test_timeout_when_no_worker_runs, 30},
+          {"late_reply_dropped_and_counted", test_late_reply_dropped_and_counted, 30},
+          {"sigterm_finishes_slow_call_then_exits_0", test_sigterm_finishes_slow_call_then_exits_0, 30},
+          {"two_instances_share_calls", test_two_instances_share_calls, 30},
+          {"bad_env_value_stops_at_start", test_bad_env_value_stops_at_start, 30})

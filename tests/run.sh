@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# The test runner behind `make test`, `make sanitize`, `make unit` and `make fuzz`.
+#
+#   tests/run.sh unit   unit tests only (no servers)
+#   tests/run.sh all    unit tests, then private RabbitMQ + Redis, integration and chaos tests, a short fuzz run
+#   tests/run.sh fuzz   every fuzz target for FUZZ_SECONDS (default 60) each
+#
+# Every test program prints "name: N passed, N failed" last; this script adds
+# them up and closes with "total: N passed, N failed". A program that dies
+# without its summary counts as one failure.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:-all}
+BUILD=${BUILD:-build}
+export BUS_TEST_BUILD=$BUILD
+passed=0
+failed=0
+failed_programs=()
+
+run_program() { # path
+    local prog=$1 out rc line p f
+    out=$(mktemp)
+    echo "== $prog"
+    "$prog" 2>&1 | tee "$out"
+    rc=${PIPESTATUS[0]}
+    line=$(grep -E '^[^ ]+: [0-9]+ passed, [0-9]+ failed' "$out" | tail -1)
+    if [ -n "$line" ]; then
+        p=$(sed -E 's/.*: ([0-9]+) passed, ([0-9]+) failed.*/\1/' <<<"$line")
+        f=$(sed -E 's/.*: ([0-9]+) passed, ([0-9]+) failed.*/\2/' <<<"$line")
+        passed=$((passed + p))
+        failed=$((failed + f))
+        [ "$f" -ne 0 ] || [ "$rc" -ne 0 ] && failed_programs+=("$prog")
+        if [ "$f" -eq 0 ] && [ "$rc" -ne 0 ]; then failed=$((failed + 1)); fi
+    else
+        echo "!! $prog ended (exit $rc) without its summary line"
+        failed=$((failed + 1))
+        failed_programs+=("$prog")
+    fi
+    rm -f "$out"
+}
+
+run_dir() { # tests/unit etc.
+    local dir=$1 prog
+    for prog in "$BUILD/$dir"/test_*; do
+        [ -x "$prog" ] || continue
+        run_program "$prog"
+    done
+}
+
+servers_dir=$(pwd)/$BUILD/test-servers
+start_servers() {
+    export BUS_LOCAL_AMQP_PORT=${BUS_TEST_AMQP_PORT:-37672}
+    export BUS_LOCAL_DIST_PORT=${BUS_TEST_DIST_PORT:-37673}
+    export BUS_LOCAL_STREAM_PORT=${BUS_TEST_STREAM_PORT:-37674}
+    export BUS_LOCAL_REDIS_PORT=${BUS_TEST_REDIS_PORT:-37679}
+    rm -rf "$servers_dir"
+    mkdir -p "$servers_dir"
+    trap stop_servers EXIT
+    trap 'exit 130' INT TERM
+    deploy/local/servers.sh start "$servers_dir" || { echo "could not start the private servers"; exit 1; }
+    export BUS_AMQP_URL="amqp://guest:guest@127.0.0.1:$BUS_LOCAL_AMQP_PORT/"
+    export BUS_REDIS_URL="redis://127.0.0.1:$BUS_LOCAL_REDIS_PORT/0"
+    export BUS_LOCAL_DIR=$servers_dir
+    export BUS_TEST_TMPDIR=$servers_dir/tmp
+    export BUS_SCHEMAS_DIR=$(pwd)/schemas
+    mkdir -p "$BUS_TEST_TMPDIR"
+}
+stop_servers() {
+    deploy/local/servers.sh stop "$servers_dir" >/dev/null 2>&1 || true
+}
+
+run_fuzz() { # seconds per target
+    local secs=$1 t
+    for t in "$BUILD"/fuzz/fuzz_*; do
+        [ -x "$t" ] || continue
+        local corpus="$BUILD/fuzz-corpus/$(basename "$t")"
+        mkdir -p "$corpus"
+        echo "== $t for ${secs}s"
+        if "$t" -max_total_time="$secs" -print_final_stats=0 -close_fd_mask=3 "$corpus" > "$BUILD/fuzz-$(basename "$t").log" 2>&1; then
+            echo "ok   fuzz: $(basename "$t") (${secs}s, $(grep -c '' "$BUILD/fuzz-$(basename "$t").log") log lines)"
+            passed=$((passed + 1))
+        else
+            echo "FAIL fuzz: $(basename "$t"): see $BUILD/fuzz-$(basename "$t").log"
+            tail -30 "$BUILD/fuzz-$(basename "$t").log"
+            failed=$((failed + 1))
+            failed_programs+=("$t")
+        fi
+    done
+}
+
+case "$mode" in
+unit)
+    run_dir tests/unit
+    ;;
+all)
+    run_dir tests/unit
+    start_servers
+    run_dir tests/integration
+    run_dir tests/chaos
+    if [ -z "${BUS_SANITIZE:-}" ] && [ -z "${BUS_SKIP_FUZZ:-}" ]; then
+        make --no-print-directory BUILD=build fuzz-build >/dev/null 2>&1 && BUILD=build run_fuzz "${FUZZ_SECONDS:-10}"
+    fi
+    ;;
+fuzz)
+    run_fuzz "${FUZZ_SECONDS:-60}"
+    ;;
+*)
+    echo "usage: $0 unit|all|fuzz" >&2
+    exit 2
+    ;;
+esac
+
+if [ ${#failed_programs[@]} -gt 0 ]; then
+    echo "failed: ${failed_programs[*]}"
+fi
+echo "total: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
