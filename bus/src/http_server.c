@@ -957,9 +957,12 @@ static int cb_headers_complete(llhttp_t *p) {
             c->err_msg = "request body too large";
             return -1;
         }
-        r->body = malloc((size_t)p->content_length + 1);
+        /* Not the whole announced length up front: a client that announces
+         * 1 MiB and sends nothing must not pin 1 MiB per connection. */
+        size_t first = p->content_length < 16384 ? (size_t)p->content_length + 1 : 16384;
+        r->body = malloc(first);
         if (!r->body) return oom(c);
-        r->body_cap = (size_t)p->content_length + 1;
+        r->body_cap = first;
     }
     const char *expect = bus_http_header(r, "Expect");
     if (expect && strcasecmp(expect, "100-continue") == 0 && r->http_minor >= 1 && c->nqueue == 0 &&
@@ -976,7 +979,23 @@ static int cb_body(llhttp_t *p, const char *at, size_t n) {
         c->err_msg = "request body too large";
         return -1;
     }
-    return buf_append(&r->body, &r->body_len, &r->body_cap, at, n) == 0 ? 0 : oom(c);
+    if (r->body_len + n + 1 > r->body_cap) {
+        /* Double, but never past the announced length (+1 for the NUL). */
+        size_t need = r->body_len + n + 1, ncap = r->body_cap ? r->body_cap * 2 : 256;
+        if (ncap < need) ncap = need;
+        if ((p->flags & F_CONTENT_LENGTH) && !(p->flags & F_CHUNKED)) {
+            size_t total = r->body_len + (size_t)p->content_length + n + 1; /* content_length = bytes left after this piece */
+            if (ncap > total && total >= need) ncap = total;
+        }
+        char *nb = realloc(r->body, ncap);
+        if (!nb) return oom(c);
+        r->body = nb;
+        r->body_cap = ncap;
+    }
+    memcpy(r->body + r->body_len, at, n);
+    r->body_len += n;
+    r->body[r->body_len] = '\0';
+    return 0;
 }
 
 static int cb_message_complete(llhttp_t *p) {

@@ -354,7 +354,7 @@ int bus__schema_format_check(int fmt, const char *s, size_t len) {
  * ALT_BSUX (`\uHHHH`, `\xHH`, and `\u{...}` through the extra option),
  * ALLOW_EMPTY_CLASS (`[]` matches nothing and `[^]` anything, as in ECMA).
  */
-#define ECMA_WS "\\t\\n\\x{0b}\\f\\r \\x{a0}\\x{1680}\\x{2000}-\\x{200a}\\x{2028}\\x{2029}\\x{202f}\\x{205f}\\x{3000}\\x{feff}"
+#define ECMA_WS "\\t\\n\\u000b\\f\\r \\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff"
 
 static pthread_once_t regex_once = PTHREAD_ONCE_INIT;
 static pcre2_match_context *regex_mctx;
@@ -405,7 +405,7 @@ pcre2_code *bus__schema_regex_compile(const char *src, char *err, size_t errlen)
             } else if (e == 'S' && !in_class) {
                 put(&o, "[^" ECMA_WS "]");
             } else if (e == 'v') {
-                put(&o, "\\x{0b}");
+                put(&o, "\\u000b");
             } else if (isalpha((unsigned char)e) && !strchr("bBcdDfknpPrStuvwWx", e)) {
                 snprintf(err, errlen, "\\%c is not an ECMA-262 escape", e);
                 free(buf);
@@ -428,7 +428,7 @@ pcre2_code *bus__schema_regex_compile(const char *src, char *err, size_t errlen)
             continue;
         }
         if (c == '.') {
-            put(&o, "[^\\n\\r\\x{2028}\\x{2029}]");
+            put(&o, "[^\\n\\r\\u2028\\u2029]");
             continue;
         }
         *o++ = c;

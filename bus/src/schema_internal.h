@@ -63,10 +63,12 @@ int bus__sset_add(bus__sset_t *set, cJSON *json, const char *file, const char *b
 /* Resolves every pending `$ref` (loading files when allowed) and checks for
  * `$ref` loops that never reach a deeper instance. Returns 0 or BUS_EINVALID. */
 int bus__sset_link(bus__sset_t *set, char *err, size_t errlen);
-/* The compiled node of `json`, a location inside a document of the set
- * (compiling it when it was not yet); NULL when not a schema. Call
- * bus__sset_link afterwards. */
-bus_schema_t *bus__sset_node(bus__sset_t *set, const cJSON *json, char *err, size_t errlen);
+/* The compiled node at `pointer` (a JSON pointer, "" for root itself)
+ * inside root's document, compiling and linking it when it was not a schema
+ * location yet. *out is NULL when the location does not exist.
+ * Returns 0, BUS_EINVALID or BUS_EINTERNAL. */
+int bus__sset_node_at(bus__sset_t *set, bus_schema_t *root, const char *pointer,
+                      bus_schema_t **out, char *err, size_t errlen);
 /* Marks `s` as the owner handle of its set: bus_schema_free(s) frees the set. */
 void bus__sset_set_owner(bus__sset_t *set, bus_schema_t *s);
 

@@ -100,6 +100,16 @@ static bus_http_server_t *make(size_t hdr, size_t body, unsigned pipe) {
     return s;
 }
 
+static void answer_held(void) {
+    while (nheld) {
+        bus_http_req_t *batch[MAX_HELD];
+        int n = nheld;
+        memcpy(batch, held, sizeof batch[0] * (size_t)n);
+        nheld = 0;
+        for (int i = n - 1; i >= 0; i--) answer(batch[i], (mode >> 4) + i);
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!srv_small) {
         bus_log_init("fuzz", "fuzz", BUS_LOG_OFF);
@@ -115,20 +125,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     size_t half = (mode & 2) ? size / 2 : size;
     for (size_t off = 0; off < half; off += step)
         bus__http_conn_feed(c, (const char *)data + off, off + step > half ? half - off : step);
-    /* Answer the held requests in reverse order: responses must still come out in order. */
-    int n = nheld;
-    nheld = 0;
+    /* Answer the held requests in reverse order: responses must still come
+     * out in order. Answering can resume parsing, which may hold more. */
     if (mode & 0x08) {
         /* The client goes away first: the later answers are no-ops. */
         bus__http_conn_fake_free(c);
         c = NULL;
     }
-    for (int i = n - 1; i >= 0; i--) answer(held[i], (mode >> 4) + i);
+    answer_held();
     if (c) {
-        for (size_t off = half; off < size; off += step)
+        for (size_t off = half; off < size; off += step) {
             bus__http_conn_feed(c, (const char *)data + off, off + step > size ? size - off : step);
-        for (int i = nheld - 1; i >= 0; i--) answer(held[i], i);
-        nheld = 0;
+            if (mode & 0x80) answer_held();
+        }
+        answer_held();
         size_t olen;
         const char *out = bus__http_conn_fake_output(c, &olen);
         if (olen && strncmp(out, "HTTP/1.1 ", 9) != 0) __builtin_trap();

@@ -142,6 +142,14 @@ static void on_req(bus_http_req_t *req, void *data) {
         CHECK_INT(bus_http_respond_stream_start(req, 200, "text/event-stream"), 0);
         job_t *j = job_start(ts, req, forever ? 3 : 2, 0, 20, 20);
         if (forever) bus_http_req_on_close(req, on_stream_close, j);
+    } else if (strcmp(path, "/len") == 0) {
+        size_t blen;
+        const unsigned char *b = (const unsigned char *)bus_http_body(req, &blen);
+        unsigned long sum = 0;
+        for (size_t i = 0; i < blen; i++) sum = sum * 31 + b[i];
+        CHECK(b[blen] == '\0');
+        int n = snprintf(body, sizeof body, "%zu %lu", blen, sum);
+        bus_http_respond(req, 200, "text/plain", body, (size_t)n);
     } else if (strcmp(path, "/who") == 0) {
         bus_http_respond(req, 200, "text/plain", ts->name, strlen(ts->name));
     } else {
@@ -532,6 +540,72 @@ static void test_body_too_large(void) {
     CHECK_INT(cli_read(c, &R), 0);
     CHECK_INT(R.status, 200);
     CHECK_INT(R.body_len, strlen("POST /echo -|") + 1024);
+    cli_close(c);
+    tsrv_stop(ts);
+    free(ts);
+}
+
+static void test_large_body(void) {
+    tsrv_t *ts = tsrv_run(26520, NULL);
+    cli_t *c = cli_open(26520);
+    static char big[300000];
+    unsigned long sum = 0;
+    for (size_t i = 0; i < sizeof big; i++) {
+        big[i] = (char)('a' + i % 26);
+        sum = sum * 31 + (unsigned char)big[i];
+    }
+    char want[64];
+    snprintf(want, sizeof want, "%zu %lu", sizeof big, sum);
+    for (int chunked = 0; chunked < 2; chunked++) {
+        if (chunked) {
+            SEND(c, "POST /len HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
+            for (size_t off = 0; off < sizeof big; off += 50000) {
+                SEND(c, "c350\r\n");
+                cli_send(c, big + off, 50000);
+                SEND(c, "\r\n");
+            }
+            SEND(c, "0\r\n\r\n");
+        } else {
+            char head[128];
+            snprintf(head, sizeof head, "POST /len HTTP/1.1\r\nContent-Length: %zu\r\n\r\n", sizeof big);
+            SEND(c, head);
+            cli_send(c, big, sizeof big);
+        }
+        CHECK_INT(cli_read(c, &R), 0);
+        CHECK_INT(R.status, 200);
+        CHECK_STR(R.body, want);
+    }
+    cli_close(c);
+    tsrv_stop(ts);
+    free(ts);
+}
+
+static size_t custom_error(bus_http_req_t *req, int status, const char *code, const char *message,
+                           char *buf, size_t cap, void *data) {
+    (void)data;
+    CHECK_INT(bus_http_add_header(req, "X-Request-Id", "rid-1"), 0);
+    return (size_t)snprintf(buf, cap,
+                            "{\"success\":false,\"error\":\"%s\",\"message\":\"%s\",\"status_code\":%d,"
+                            "\"request_id\":\"rid-1\"}",
+                            code, message, status);
+}
+
+static void with_error_hook(bus_http_config_t *cfg) { cfg->error_body = custom_error; }
+
+static void test_error_hook(void) {
+    tsrv_t *ts = tsrv_run(26521, with_error_hook);
+    cli_t *c = cli_open(26521);
+    SEND(c, "GET /nope HTTP/1.1\r\n\r\n"); /* a handler's error */
+    CHECK_INT(cli_read(c, &R), 0);
+    CHECK_INT(R.status, 404);
+    CHECK_CONTAINS(R.head, "\r\nX-Request-Id: rid-1\r\n");
+    CHECK_STR(R.body, "{\"success\":false,\"error\":\"not_found\",\"message\":\"no such route\","
+                      "\"status_code\":404,\"request_id\":\"rid-1\"}");
+    SEND(c, "GET /echo HTTP/1.1\r\nX-Test: a\r\nbroken\r\n\r\n"); /* the server's own */
+    CHECK_INT(cli_read(c, &R), 0);
+    CHECK_INT(R.status, 400);
+    CHECK_CONTAINS(R.head, "\r\nX-Request-Id: rid-1\r\n");
+    CHECK_CONTAINS(R.body, "\"request_id\":\"rid-1\"");
     cli_close(c);
     tsrv_stop(ts);
     free(ts);
@@ -958,6 +1032,8 @@ Q(test_pipeline_backpressure)
 Q(test_chunked_body)
 Q(test_body_too_large)
 Q(test_headers_too_large)
+Q(test_large_body)
+Q(test_error_hook)
 Q(test_malformed)
 Q(test_half_request_then_disconnect)
 Q(test_disconnect_while_pending)
@@ -981,6 +1057,8 @@ BUS_TESTS({"util", test_util, 5},
           {"chunked_body", q_test_chunked_body, 10},
           {"body_too_large", q_test_body_too_large, 10},
           {"headers_too_large", q_test_headers_too_large, 10},
+          {"large_body", q_test_large_body, 10},
+          {"error_hook", q_test_error_hook, 10},
           {"malformed", q_test_malformed, 10},
           {"half_request_then_disconnect", q_test_half_request_then_disconnect, 10},
           {"disconnect_while_pending", q_test_disconnect_while_pending, 10},

@@ -100,11 +100,13 @@ int bus_http_server_port(const bus_http_server_t *srv);
 size_t bus_http_server_connections(const bus_http_server_t *srv);
 
 /* Graceful shutdown: stop accepting, close idle connections, drop partly
- * received requests, let dispatched requests finish (their responses go out
- * with "Connection: close"), force-close whatever remains after
- * shutdown_timeout_ms (open streams included: their close callbacks run),
- * then call cb(data) once and free the server. Requests the handlers still
- * hold stay valid (see above). Calling it twice is a no-op. cb may be NULL. */
+ * received requests, let dispatched requests finish (the last response of
+ * each connection goes out with "Connection: close"), force-close whatever
+ * remains after shutdown_timeout_ms (open streams included: their close
+ * callbacks run), then call cb(data) once and free the server. Close
+ * callbacks of requests on connections closed here may run inside this
+ * call. Requests the handlers still hold stay valid (see above). Calling it
+ * twice is a no-op. cb may be NULL. */
 void bus_http_server_close(bus_http_server_t *srv, void (*cb)(void *data), void *data);
 
 /* --- Request accessors (valid until the finishing call) --- */
@@ -146,7 +148,10 @@ void bus_http_req_on_close(bus_http_req_t *req, void (*cb)(bus_http_req_t *req, 
  * the response started), BUS_EUNAVAILABLE (client gone; harmless). */
 int bus_http_add_header(bus_http_req_t *req, const char *name, const char *value);
 
-/* Sends a complete response and releases req (always, even on error).
+/* Sends a complete response and releases req (always, except when req was
+ * already answered: then BUS_EINVALID and nothing happens). An invalid
+ * status or content type still answers, with a bare 500, and returns
+ * BUS_EINVALID.
  * content_type may be NULL (no Content-Type). body may be NULL when len is 0.
  * HEAD requests get the headers only. 1xx/204/304 carry no body.
  * Errors: BUS_EUNAVAILABLE (client gone: nothing sent, req freed),
