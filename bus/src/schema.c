@@ -102,6 +102,9 @@ struct bus_schema {
     size_t nrequired;
     struct prop *props;
     size_t nprops;
+    uint32_t *ptab; /* open-addressing table over props: index + 1, 0 = empty */
+    size_t ptab_mask;
+    int *req_prop; /* per required name: its index in props, or -1 */
     struct pprop *pprops;
     size_t npprops;
     bus_schema_t *add_props;
@@ -500,6 +503,8 @@ static void node_free(bus_schema_t *n) {
     free(n->tuple);
     free(n->required);
     free(n->props);
+    free(n->ptab);
+    free(n->req_prop);
     for (size_t i = 0; i < n->npprops; i++) pcre2_code_free(n->pprops[i].re);
     free(n->pprops);
     free(n->deps);
@@ -734,6 +739,50 @@ static int add_pending(bus__sset_t *set, bus_schema_t *n) {
 }
 
 static void compile_object(cctx_t *c, bus_schema_t *n, const cJSON *j, const char *base);
+
+/* FNV-1a over a NUL-terminated key; *len gets its length (one pass for both). */
+static inline uint32_t key_hash(const char *k, size_t *len) {
+    uint32_t h = 2166136261u;
+    const unsigned char *p = (const unsigned char *)k;
+    while (*p) {
+        h ^= *p++;
+        h *= 16777619u;
+    }
+    *len = (size_t)((const char *)p - k);
+    return h;
+}
+
+/* Builds the look-up structures of `properties`/`required` so validation
+ * finds a member's schema with one hash and checks `required` without
+ * scanning the instance again. */
+static int index_props(bus_schema_t *n) {
+    if (n->nprops) {
+        size_t cap = 4;
+        while (cap < n->nprops * 2) cap *= 2;
+        n->ptab = calloc(cap, sizeof *n->ptab);
+        if (!n->ptab) return -1;
+        n->ptab_mask = cap - 1;
+        for (size_t i = 0; i < n->nprops; i++) {
+            size_t len;
+            size_t k = key_hash(n->props[i].name, &len) & n->ptab_mask;
+            while (n->ptab[k]) k = (k + 1) & n->ptab_mask;
+            n->ptab[k] = (uint32_t)(i + 1);
+        }
+    }
+    if (n->nrequired) {
+        n->req_prop = malloc(n->nrequired * sizeof *n->req_prop);
+        if (!n->req_prop) return -1;
+        for (size_t i = 0; i < n->nrequired; i++) {
+            n->req_prop[i] = -1;
+            for (size_t k = 0; k < n->nprops; k++)
+                if (strcmp(n->props[k].name, n->required[i]) == 0) {
+                    n->req_prop[i] = (int)k;
+                    break;
+                }
+        }
+    }
+    return 0;
+}
 
 static bus_schema_t *compile(cctx_t *c, const cJSON *j, const char *base) {
     if (c->rc) return NULL;
@@ -1051,6 +1100,10 @@ static void compile_object(cctx_t *c, bus_schema_t *n, const cJSON *j, const cha
     if ((v = cJSON_GetObjectItemCaseSensitive(j, "else"))) n->else_ = compile_kw(c, v, "else", base);
     if ((v = cJSON_GetObjectItemCaseSensitive(j, "not"))) n->not_ = compile_kw(c, v, "not", base);
     if (c->rc) return;
+    if (index_props(n)) {
+        coom(c);
+        return;
+    }
     n->all_of = compile_list(c, j, "allOf", base, &n->nall);
     n->any_of = compile_list(c, j, "anyOf", base, &n->nany);
     n->one_of = compile_list(c, j, "oneOf", base, &n->none);
@@ -1383,14 +1436,16 @@ static int resolve_one(bus__sset_t *set, bus_schema_t *n, char *err, size_t errl
 static int loop_check(bus_schema_t *n, int depth, char *err, size_t errlen) {
     if (!n || n->boolean >= 0) return 0;
     if (n->visit == 2) return 0;
-    if (n->visit == 1 || depth > 100000) {
-        snprintf(err, errlen, "%s: %s: $ref loop that never descends into the instance",
-                 doc_name(n->doc), n->ptr[0] ? n->ptr : "(root)");
+    if (n->visit == 1 || depth > 5000) {
+        snprintf(err, errlen, "%s: %s: %s", doc_name(n->doc), n->ptr[0] ? n->ptr : "(root)",
+                 n->visit == 1 ? "$ref loop that never descends into the instance"
+                               : "chain of $ref/allOf/anyOf/oneOf/not/if is too long");
         return BUS_EINVALID;
     }
     n->visit = 1;
     int rc = 0;
-    bus_schema_t *one[] = {n->ref, n->not_, n->if_, n->then_, n->else_};
+    /* then/else without if are never evaluated: not edges */
+    bus_schema_t *one[] = {n->ref, n->not_, n->if_, n->if_ ? n->then_ : NULL, n->if_ ? n->else_ : NULL};
     for (size_t i = 0; i < 5 && !rc; i++) rc = loop_check(one[i], depth + 1, err, errlen);
     for (size_t i = 0; i < n->nall && !rc; i++) rc = loop_check(n->all_of[i], depth + 1, err, errlen);
     for (size_t i = 0; i < n->nany && !rc; i++) rc = loop_check(n->any_of[i], depth + 1, err, errlen);
@@ -1524,7 +1579,6 @@ typedef struct {
     int depth;
     int stop;      /* no point going on: the error list is full, or the budget is spent */
     int exhausted; /* the budget or the depth limit was hit */
-    pcre2_match_data *md;
 } vctx_t;
 
 static const char *rstore(bus_schema_result_t *o, const char *s, size_t n, const char *suffix) {
@@ -1689,16 +1743,12 @@ static int is_multiple(double v, double m) {
     return fabs(q - r) <= 1e-9 * (fabs(q) > 1 ? fabs(q) : 1) && fabs(q) < 9007199254740992.0;
 }
 
-static const struct prop *find_prop(const bus_schema_t *s, const char *name) {
-    size_t lo = 0, hi = s->nprops;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        int c = strcmp(s->props[mid].name, name);
-        if (c == 0) return &s->props[mid];
-        if (c < 0) lo = mid + 1;
-        else hi = mid;
+static const struct prop *find_prop(const bus_schema_t *s, const char *k, uint32_t h) {
+    for (size_t i = h & s->ptab_mask;; i = (i + 1) & s->ptab_mask) {
+        uint32_t v = s->ptab[i];
+        if (!v) return NULL;
+        if (strcmp(s->props[v - 1].name, k) == 0) return &s->props[v - 1];
     }
-    return NULL;
 }
 
 static int vnode(vctx_t *c, const bus_schema_t *s, const cJSON *x, int collect);
@@ -1757,7 +1807,7 @@ static int v_string(vctx_t *c, const bus_schema_t *s, const cJSON *x, int collec
             FAIL("minLength", "must have at least %lld character%s", s->min_len, s->min_len == 1 ? "" : "s");
     }
     if (s->pattern) {
-        int r = bus__schema_regex_search(s->pattern, str, len, &c->md);
+        int r = bus__schema_regex_search(s->pattern, str, len);
         if (r == 0) FAIL("pattern", "must match pattern \"%.200s\"", s->pattern_src);
         if (r < 0) FAIL("pattern", "cannot be matched against pattern \"%.200s\" (invalid UTF-8 or too complex)", s->pattern_src);
     }
@@ -1833,17 +1883,19 @@ static int v_object(vctx_t *c, const bus_schema_t *s, const cJSON *x, int collec
         if (s->min_props >= 0 && n < s->min_props)
             FAIL("minProperties", "must have at least %lld propert%s", s->min_props, s->min_props == 1 ? "y" : "ies");
     }
-    for (size_t i = 0; i < s->nrequired; i++)
-        if (!cJSON_GetObjectItemCaseSensitive(x, s->required[i]))
-            FAIL("required", "must have required property \"%.200s\"", s->required[i]);
+    /* which properties are present, when there are few enough to track */
+    uint64_t seen = 0;
+    int use_seen = s->nprops > 0 && s->nprops <= 64;
     if (s->nprops || s->npprops || s->add_props || s->prop_names) {
         for (const cJSON *e = x->child; e; e = e->next) {
             const char *k = e->string ? e->string : "";
-            size_t klen = strlen(k);
+            size_t klen;
+            uint32_t h = key_hash(k, &klen);
             int matched = 0;
             if (s->nprops) {
-                const struct prop *p = find_prop(s, k);
+                const struct prop *p = find_prop(s, k, h);
                 if (p) {
+                    if (use_seen) seen |= 1ull << (p - s->props);
                     matched = 1;
                     size_t m = vpush(c, k, klen);
                     int ok = vnode(c, p->s, e, collect);
@@ -1855,7 +1907,7 @@ static int v_object(vctx_t *c, const bus_schema_t *s, const cJSON *x, int collec
                 }
             }
             for (size_t i = 0; i < s->npprops; i++) {
-                int r = bus__schema_regex_search(s->pprops[i].re, k, klen, &c->md);
+                int r = bus__schema_regex_search(s->pprops[i].re, k, klen);
                 if (r == 0) continue;
                 matched = 1;
                 size_t m = vpush(c, k, klen);
@@ -1903,6 +1955,12 @@ static int v_object(vctx_t *c, const bus_schema_t *s, const cJSON *x, int collec
                 }
             }
         }
+    }
+    for (size_t i = 0; i < s->nrequired; i++) {
+        int pi = s->req_prop[i];
+        int present = use_seen && pi >= 0 ? (int)((seen >> pi) & 1u)
+                                          : cJSON_GetObjectItemCaseSensitive(x, s->required[i]) != NULL;
+        if (!present) FAIL("required", "must have required property \"%.200s\"", s->required[i]);
     }
     for (size_t i = 0; i < s->ndeps; i++) {
         const struct dep *d = &s->deps[i];
@@ -2068,7 +2126,6 @@ int bus_schema_validate_at(const bus_schema_t *s, const cJSON *instance, const c
     c.budget = VALIDATE_BUDGET;
     c.depth = 0;
     c.stop = c.exhausted = 0;
-    c.md = NULL;
     if (prefix) {
         size_t pl = strlen(prefix);
         if (pl > 256) pl = 256;
@@ -2086,7 +2143,6 @@ int bus_schema_validate_at(const bus_schema_t *s, const cJSON *instance, const c
         return BUS_EINVALID;
     }
     ok = vnode(&c, s, instance, 1);
-    if (c.md) pcre2_match_data_free(c.md);
     if (c.exhausted) {
         c.plen = root;
         c.stop = 0;

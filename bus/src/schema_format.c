@@ -451,13 +451,26 @@ pcre2_code *bus__schema_regex_compile(const char *src, char *err, size_t errlen)
     return re;
 }
 
-int bus__schema_regex_search(const pcre2_code *re, const char *s, size_t len,
-                             pcre2_match_data **md) {
-    if (!*md) {
-        *md = pcre2_match_data_create(1, NULL);
-        if (!*md) return -1;
+/* One match block per thread, kept for the thread's life (freed by the key's
+ * destructor when the thread exits), so matching allocates nothing. */
+static pthread_key_t md_key;
+static pthread_once_t md_once = PTHREAD_ONCE_INIT;
+static void md_free(void *p) { pcre2_match_data_free(p); }
+static void md_init(void) { (void)pthread_key_create(&md_key, md_free); }
+
+int bus__schema_regex_search(const pcre2_code *re, const char *s, size_t len) {
+    pthread_once(&md_once, md_init);
+    pthread_once(&regex_once, regex_init);
+    pcre2_match_data *md = pthread_getspecific(md_key);
+    if (!md) {
+        md = pcre2_match_data_create(1, NULL);
+        if (!md) return -1;
+        if (pthread_setspecific(md_key, md) != 0) {
+            pcre2_match_data_free(md);
+            return -1;
+        }
     }
-    int rc = pcre2_match(re, (PCRE2_SPTR)s, len, 0, 0, *md, regex_mctx);
+    int rc = pcre2_match(re, (PCRE2_SPTR)s, len, 0, 0, md, regex_mctx);
     if (rc >= 0) return 1;
     if (rc == PCRE2_ERROR_NOMATCH) return 0;
     return -1;

@@ -38,11 +38,10 @@ size_t bus__utf8_length(const char *s, size_t len);
  * Returns NULL with the reason in err. The caller frees with pcre2_code_free.
  * Thread-safe. */
 pcre2_code *bus__schema_regex_compile(const char *src, char *err, size_t errlen);
-/* Searches `re` in s[0..len). *md is the caller's match block, created on
- * first use and freed by the caller with pcre2_match_data_free.
- * Returns 1 match, 0 no match, -1 error (invalid UTF-8, match limit, OOM). */
-int bus__schema_regex_search(const pcre2_code *re, const char *s, size_t len,
-                             pcre2_match_data **md);
+/* Searches `re` in s[0..len) with this thread's match block (created on
+ * first use, freed when the thread exits). Returns 1 match, 0 no match,
+ * -1 error (invalid UTF-8, match limit, out of memory). Thread-safe. */
+int bus__schema_regex_search(const pcre2_code *re, const char *s, size_t len);
 
 /* ---- the document set (schema.c) ---- */
 typedef struct bus__sset bus__sset_t;

@@ -168,6 +168,8 @@ int bus_worker_main(int argc, char **argv, const bus_worker_def_t *def) {
     w->m_rpc_seconds = bus_histogram("bus_rpc_handler_seconds", "Time from request delivery to reply", "service", def->service, NULL);
     w->m_in_flight = bus_gauge("bus_in_flight", "Requests and events being handled", "service", def->service, NULL);
 
+    const char *vr = getenv("BUS_VALIDATE_REPLIES");
+    w->validate_replies = vr && strcmp(vr, "1") == 0;
     w->loop = uv_default_loop();
     w->started_ms = uv_now(w->loop);
     w->schemas = bus__schema_registry_open(w->cfg.schemas_dir, err, sizeof err);

@@ -26,6 +26,7 @@ struct bus_worker {
     uv_signal_t sigterm, sigint;
     uv_timer_t drain_timer;
     int exit_code;
+    int validate_replies; /* BUS_VALIDATE_REPLIES=1: check results against their schema (tests) */
 
     bus_counter_t *m_consumed, *m_acked, *m_nacked, *m_dead, *m_retried, *m_rpc_errors;
     bus_histogram_t *m_rpc_seconds;

@@ -110,8 +110,7 @@ static void on_closed(void *d) { *(int *)d = 1; }
 static void close_redis(bus_redis_t *rd) {
     closed = 0;
     bus_redis_close(rd, on_closed, &closed);
-    uv_run(loop, UV_RUN_DEFAULT);
-    CHECK_INT(closed, 1);
+    while (!closed) uv_run(loop, UV_RUN_ONCE); /* other clients may still be open */
 }
 
 static const char *K(const char *k) {
@@ -275,9 +274,20 @@ static void t_timeout(void) {
 
 /* A stalled server (no reply at all for stall_ms): the client drops the
  * connection and reconnects by itself. */
+static int ups, downs;
+static void on_state(int up, void *d) {
+    (void)d;
+    if (up)
+        ups++;
+    else
+        downs++;
+}
+
 static void t_stall(void) {
     if (!setup()) return;
-    bus_redis_opts_t o = {.timeout_ms = 100, .stall_ms = 300, .backoff_min_ms = 20, .backoff_max_ms = 100};
+    bus_redis_opts_t o = {.timeout_ms = 100, .stall_ms = 300, .backoff_min_ms = 20, .backoff_max_ms = 100,
+                          .on_state = on_state};
+    ups = downs = 0;
     bus_redis_t *rd = open_redis(&o);
     bus_redis_t *other = open_redis(NULL);
     const char *pause[] = {"CLIENT", "PAUSE", "600"};
@@ -288,8 +298,9 @@ static void t_stall(void) {
     wait_for(&g);
     CHECK_INT(g.status, BUS_ETIMEOUT);
     sleep_loop(300);
-    CHECK_CONTAINS(bus_redis_last_error(rd), "no reply");
     CHECK(wait_connected(rd, 3000));
+    CHECK_INT(downs, 1); /* dropped once, connected twice */
+    CHECK_INT(ups, 2);
     sleep_loop(400);
     res_t h = {0};
     CHECK_INT(bus_redis_get(rd, K("x"), get_cb, &h), 0);
@@ -353,8 +364,8 @@ static void t_outage(void) {
         printf("SKIP redis restart: BUS_LOCAL_DIR/BUS_LOCAL_REDIS_PORT not set (or not run from the repository root)\n");
         return;
     }
-    static int ups, downs;
-    bus_redis_opts_t o = {.backoff_min_ms = 50, .backoff_max_ms = 400};
+    ups = downs = 0;
+    bus_redis_opts_t o = {.backoff_min_ms = 50, .backoff_max_ms = 400, .on_state = on_state};
     bus_redis_t *rd = open_redis(&o);
     char cmd[1024];
     snprintf(cmd, sizeof cmd, "deploy/local/servers.sh stop-redis '%s' >/dev/null", dir);
@@ -377,7 +388,8 @@ static void t_outage(void) {
     CHECK_INT(bus_redis_set_px(rd, K("o"), "back", 4, 1000, status_cb, &r), 0);
     wait_for(&r);
     CHECK_INT(r.status, 0);
-    (void)ups, (void)downs;
+    CHECK_INT(ups, 2);
+    CHECK_INT(downs, 1);
     close_redis(rd);
 }
 

@@ -26,6 +26,7 @@ typedef struct {
     int64_t count;
     long failed;
     int64_t versions[8];
+    int nops; /* batch: how many versions to copy (at most 8) */
 } res_t;
 
 static void doc_cb(int st, const cJSON *d, void *data) {
@@ -57,7 +58,7 @@ static void batch_cb(int st, long failed, const int64_t *v, void *data) {
     r->done = 1;
     r->status = st;
     r->failed = failed;
-    for (int i = 0; v && i < 8; i++) r->versions[i] = v[i];
+    for (int i = 0; v && i < r->nops && i < 8; i++) r->versions[i] = v[i];
     if (!v) CHECK(st != 0);
 }
 
@@ -73,7 +74,9 @@ static void res_clear(res_t *r) {
 /* One temp dir for the whole run, made by the parent process before the
  * tests fork and removed when it exits. */
 static char tmp_dir[512];
+static pid_t tmp_owner;
 __attribute__((constructor)) static void tmp_make(void) {
+    tmp_owner = getpid();
     const char *base = getenv("BUS_TEST_TMPDIR");
     if (base && *base) {
         mkdir(base, 0700);
@@ -85,7 +88,7 @@ __attribute__((constructor)) static void tmp_make(void) {
 }
 __attribute__((destructor)) static void tmp_remove(void) {
     char cmd[600];
-    if (!tmp_dir[0] || getenv("BUS_TEST_KEEP")) return;
+    if (!tmp_dir[0] || getenv("BUS_TEST_KEEP") || getpid() != tmp_owner) return;
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_dir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp_dir);
 }
@@ -521,11 +524,13 @@ static void t_claim_inproc(const char *be) {
 
 /* Two processes claim from one store until nothing is left; every job is
  * claimed exactly once. */
-static void claimer(const char *coll, int fd, int who) {
+static void claimer(const char *coll, int fd, int who, int go) {
     loop = uv_default_loop();
     CHECK_INT(uv_loop_fork(loop), 0);
     bus_store_t *s = open_store();
     declare(s, coll, NULL, NULL);
+    char c;
+    CHECK(read(go, &c, 1) == 1); /* both start together */
     cJSON *w = J("{\"state\":\"pending\"}");
     char pj[64];
     snprintf(pj, sizeof pj, "{\"state\":\"claimed\",\"by\":%d}", who);
@@ -540,6 +545,7 @@ static void claimer(const char *coll, int fd, int who) {
         int n = snprintf(line, sizeof line, "%s\n", sof(r.doc, "_id"));
         CHECK(write(fd, line, (size_t)n) == n);
         res_clear(&r);
+        usleep(300); /* "work" on the job before claiming the next */
     }
     cJSON_Delete(w);
     cJSON_Delete(p);
@@ -572,6 +578,8 @@ static void t_claim_procs(const char *be) {
     }
     char path[2][600];
     pid_t pid[2];
+    int go[2];
+    CHECK(pipe(go) == 0);
     for (int k = 0; k < 2; k++) {
         snprintf(path[k], sizeof path[k], "%s/claims%s.%d", tmpdir(), sfx, k);
         fflush(NULL);
@@ -580,11 +588,16 @@ static void t_claim_procs(const char *be) {
         if (pid[k] == 0) {
             FILE *f = fopen(path[k], "w");
             if (!f) _exit(3);
-            claimer(coll, fileno(f), k);
+            close(go[1]);
+            claimer(coll, fileno(f), k, go[0]);
             fclose(f);
             _exit(0);
         }
     }
+    close(go[0]);
+    usleep(100 * 1000);
+    CHECK(write(go[1], "gg", 2) == 2);
+    close(go[1]);
     for (int k = 0; k < 2; k++) {
         int st;
         CHECK(waitpid(pid[k], &st, 0) == pid[k]);
@@ -635,6 +648,7 @@ static void t_batch(const char *be) {
     CHECK_INT(r.status, BUS_ENOT_FOUND);
     res_clear(&r);
 
+    r.nops = 4;
     CHECK_INT(bus_store_batch(s, ops, 4, batch_cb, &r), 0);
     wait_for(&r);
     CHECK_INT(r.status, 0);
@@ -654,6 +668,7 @@ static void t_batch(const char *be) {
     /* redelivery of req-1: the marker conflicts, nothing changes, the stored
      * reply is found */
     ops[0].version = 2, ops[1].version = 2, ops[2].version = 2;
+    r.nops = 4;
     CHECK_INT(bus_store_batch(s, ops, 4, batch_cb, &r), 0);
     wait_for(&r);
     CHECK_INT(r.status, BUS_ECONFLICT);
@@ -673,6 +688,7 @@ static void t_batch(const char *be) {
      * operation or the marker */
     ops[3].id = "req-2";
     ops[1].version = 1;
+    r.nops = 4;
     CHECK_INT(bus_store_batch(s, ops, 4, batch_cb, &r), 0);
     wait_for(&r);
     CHECK_INT(r.status, BUS_ECONFLICT);
@@ -692,6 +708,7 @@ static void t_batch(const char *be) {
         {BUS_STORE_OP_DELETE, mem, "A:u1", 2, NULL},
         {BUS_STORE_OP_INSERT, mem, "A:u3", 0, nd},
     };
+    r.nops = 2;
     CHECK_INT(bus_store_batch(s, ops2, 2, batch_cb, &r), 0);
     wait_for(&r);
     CHECK_INT(r.status, BUS_ECONFLICT);
@@ -699,6 +716,7 @@ static void t_batch(const char *be) {
     res_clear(&r);
     CHECK_INT(get(s, mem, "A:u1", NULL), 0);
     cJSON_ReplaceItemInObject(nd, "leader_of", cJSON_CreateString("B"));
+    r.nops = 2;
     CHECK_INT(bus_store_batch(s, ops2, 2, batch_cb, &r), 0);
     wait_for(&r);
     CHECK_INT(r.status, 0);

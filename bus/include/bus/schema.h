@@ -27,9 +27,18 @@
  *   the caller (bus_schema_free). A schema returned by a registry look-up is
  *   owned by the registry: valid until bus_schema_registry_free, never freed
  *   by the caller.
- * - Validation allocates nothing on a valid instance without patterns; a
- *   pattern costs one small PCRE2 match block per call. Results live in a
- *   caller-provided bus_schema_result_t (no heap, no free).
+ * - Validation allocates nothing on a valid instance (patterns use one
+ *   PCRE2 match block per thread, created on first use and freed when the
+ *   thread exits); failure messages that print a JSON value (enum, const)
+ *   allocate briefly. Results live in a caller-provided bus_schema_result_t
+ *   (no heap, no free; it is about 9 KB: keep it off small stacks).
+ * - Limits: a validation visits at most 2,000,000 schema nodes and nests
+ *   at most 2,000 deep; beyond that it fails with keyword "limit" (a
+ *   pathological schema costs milliseconds, never a hang). Regular
+ *   expressions run under a PCRE2 match limit; a match that hits it fails.
+ * - Not supported: `$ref` to remote (http) documents other than files of
+ *   the same registry or directory (the draft-07 meta-schema included);
+ *   numbers beyond 2^53 compare as doubles.
  */
 #ifndef BUS_SCHEMA_H
 #define BUS_SCHEMA_H
@@ -80,7 +89,8 @@ int bus_schema_compile(const cJSON *doc, const char *base_uri, bus_schema_t **ou
  * against the file's `$id` and, failing that, as a path relative to the
  * file's directory (sibling files are loaded as needed); an absolute `$id`
  * URI is also looked for among the .json files under the file's directory
- * and its parent. Errors read "<file>: <pointer>: <reason>".
+ * (under its parent when that directory is events/ or rpc/, i.e. the whole
+ * schemas/ tree). Errors read "<file>: <pointer>: <reason>".
  * Returns 0, BUS_ENOT_FOUND (file unreadable), BUS_EINVALID (not JSON or a
  * broken schema) or BUS_EINTERNAL. */
 int bus_schema_load_file(const char *path, bus_schema_t **out, char *err, size_t errlen);
