@@ -221,7 +221,48 @@ static void test_bad_messages_are_dead_lettered_with_reason(void) {
     bt_kill(w, SIGKILL);
 }
 
-BUS_TESTS({"event_reaches_handler_once", test_event_reaches_handler_once, 30},
+/* The README's ways for another bot to publish: busctl, and amqp-publish (a
+ * plain AMQP client from Debian's amqp-tools) in structured and binary mode. */
+static void test_other_bots_publish_with_busctl_and_plain_amqp(void) {
+    bt_client_t c;
+    pid_t w = setup(&c);
+    const char *url = getenv("BUS_AMQP_URL");
+    /* plain clients read "amqp://host:port/" as the empty vhost: name "/" as %2f */
+    char plain[512];
+    snprintf(plain, sizeof plain, "%s%s", url, url[strlen(url) - 1] == '/' ? "%2f" : "/%2f");
+    const char *build = getenv("BUS_TEST_BUILD") ? getenv("BUS_TEST_BUILD") : "build";
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "%s/busctl --amqp-url '%s' publish testev.from.busctl '{\"n\":1}' --subject ok >/dev/null",
+             build, url);
+    CHECK_INT(system(cmd), 0);
+    snprintf(cmd, sizeof cmd,
+             "amqp-publish --url='%s' -e bus.events -r testev.from.amqp -p -C application/cloudevents+json "
+             "-b '{\"specversion\":\"1.0\",\"id\":\"structured-1\",\"source\":\"raidbot\","
+             "\"type\":\"testev.from.amqp\",\"data\":{\"n\":2}}'",
+             plain);
+    CHECK_INT(system(cmd), 0);
+    snprintf(cmd, sizeof cmd,
+             "amqp-publish --url='%s' -e bus.events -r testev.from.amqp -p -C application/json "
+             "-H 'ce-specversion: 1.0' -H 'ce-id: binary-1' -H 'ce-source: raidbot' -H 'ce-type: testev.from.amqp' "
+             "-b '{\"n\":3}'",
+             plain);
+    CHECK_INT(system(cmd), 0);
+    wait_for(&c, &seen.count, 3, 8000);
+    CHECK_INT(seen.count, 3);
+    int structured = 0, binary = 0;
+    for (int i = 0; i < seen.count; i++) {
+        structured += strstr(seen.bodies[i], "\"id\":\"structured-1\"") != NULL;
+        binary += strstr(seen.bodies[i], "\"id\":\"binary-1\"") != NULL;
+    }
+    CHECK_INT(structured, 1);
+    CHECK_INT(binary, 1);
+    CHECK_INT(dead.count, 0);
+    bt_client_close(&c);
+    bt_kill(w, SIGKILL);
+}
+
+BUS_TESTS({"other_bots_publish_with_busctl_and_plain_amqp", test_other_bots_publish_with_busctl_and_plain_amqp, 30},
+          {"event_reaches_handler_once", test_event_reaches_handler_once, 30},
           {"binary_mode_event", test_binary_mode_event, 30},
           {"failing_event_is_retried_then_acked", test_failing_event_is_retried_then_acked, 30},
           {"always_failing_event_is_dead_lettered_after_max_attempts",
