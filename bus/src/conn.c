@@ -15,6 +15,7 @@
 
 #define CH 1       /* consumers, publishes, acks */
 #define CH_ADMIN 2 /* passive inspection */
+#define CH_FAST 3  /* no confirms: RPC requests, replies, direct reply-to */
 
 typedef struct consumer {
     char tag[128];
@@ -62,6 +63,8 @@ struct bus_conn {
         void *data;
     } listeners[8];
     int nlisteners;
+    void (*on_return)(const char *message_id, const char *correlation_id, void *data);
+    void *on_return_data;
 
     int handles_open;
     void (*close_cb)(void *);
@@ -259,6 +262,9 @@ static int open_amqp(bus_conn_t *c, char *err, size_t errlen) {
         r = amqp_get_rpc_reply(st);
         if (!reply_ok(r)) goto fail_reply;
     }
+    amqp_channel_open(st, CH_FAST);
+    r = amqp_get_rpc_reply(st);
+    if (!reply_ok(r)) goto fail_reply;
     free(url);
     c->amqp = st;
     return 0;
@@ -575,6 +581,18 @@ static int handle_other_frame(bus_conn_t *c, amqp_connection_state_t st) {
             teardown(c, BUS_EUNAVAILABLE, "reading a returned message failed");
             return -1;
         }
+        if (frame.channel == CH_FAST) {
+            char mid[128] = "", corr[128] = "";
+            amqp_basic_properties_t *p = &message.properties;
+            if (p->_flags & AMQP_BASIC_MESSAGE_ID_FLAG)
+                snprintf(mid, sizeof mid, "%.*s", (int)p->message_id.len, (char *)p->message_id.bytes);
+            if (p->_flags & AMQP_BASIC_CORRELATION_ID_FLAG)
+                snprintf(corr, sizeof corr, "%.*s", (int)p->correlation_id.len, (char *)p->correlation_id.bytes);
+            amqp_destroy_message(&message);
+            bus_counter_inc(m_returned, 1);
+            if (c->on_return) c->on_return(mid, corr, c->on_return_data);
+            return 0;
+        }
         mark_returned(c, &message.properties);
         amqp_destroy_message(&message);
         return 0;
@@ -741,6 +759,27 @@ int bus_conn_consume(bus_conn_t *c, const char *queue, int no_ack, int exclusive
     return 0;
 }
 
+int bus_conn_consume_fast(bus_conn_t *c, const char *queue, bus_msg_cb cb, void *data) {
+    if (!c->amqp) return BUS_EUNAVAILABLE;
+    amqp_basic_consume_ok_t *ok =
+        amqp_basic_consume(c->amqp, CH_FAST, amqp_cstring_bytes(queue), amqp_empty_bytes, 0, 1, 0, amqp_empty_table);
+    int rc = check_rpc(c, queue);
+    if (rc != 0 || !ok) return BUS_EUNAVAILABLE;
+    consumer_t *k = calloc(1, sizeof *k);
+    if (!k) return BUS_EINTERNAL;
+    snprintf(k->tag, sizeof k->tag, "%.*s", (int)ok->consumer_tag.len, (char *)ok->consumer_tag.bytes);
+    k->cb = cb;
+    k->data = data;
+    k->next = c->consumers;
+    c->consumers = k;
+    return 0;
+}
+
+void bus_conn_set_return_handler(bus_conn_t *c, void (*cb)(const char *, const char *, void *), void *data) {
+    c->on_return = cb;
+    c->on_return_data = data;
+}
+
 int bus_conn_cancel(bus_conn_t *c, const char *tag) {
     if (!c->amqp) return BUS_EUNAVAILABLE;
     amqp_basic_cancel(c->amqp, CH, amqp_cstring_bytes(tag));
@@ -846,9 +885,20 @@ int bus_conn_publish(bus_conn_t *c, const bus_publish_t *p, bus_publish_cb cb, v
         props.headers.num_entries = (int)n;
         props.headers.entries = entries;
     }
+    amqp_bytes_t body = {p->len, (void *)p->body};
+    if (p->unconfirmed) {
+        int rc = amqp_basic_publish(c->amqp, CH_FAST, amqp_cstring_bytes(p->exchange ? p->exchange : ""),
+                                    amqp_cstring_bytes(p->routing_key ? p->routing_key : ""), p->mandatory, 0,
+                                    &props, body);
+        if (rc != AMQP_STATUS_OK) {
+            teardown(c, BUS_EUNAVAILABLE, amqp_error_string2(rc));
+            return BUS_EUNAVAILABLE;
+        }
+        bus_counter_inc(m_published, 1);
+        return 0;
+    }
     pending_confirm_t *pc = calloc(1, sizeof *pc);
     if (!pc) return BUS_EINTERNAL;
-    amqp_bytes_t body = {p->len, (void *)p->body};
     int rc = amqp_basic_publish(c->amqp, CH, amqp_cstring_bytes(p->exchange ? p->exchange : ""),
                                 amqp_cstring_bytes(p->routing_key ? p->routing_key : ""), p->mandatory, 0, &props,
                                 body);

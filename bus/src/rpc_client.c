@@ -33,13 +33,12 @@ struct bus_rpc_client {
     int freeing;
     size_t npending;
     size_t timers_open;   /* call timers not yet closed */
-    size_t confirms_open; /* request publishes not yet confirmed */
     pending_call_t *pending;
 };
 
 /* The client is freed once nothing refers to it any more. */
 static void maybe_free(bus_rpc_client_t *c) {
-    if (c->freeing && c->timers_open == 0 && c->confirms_open == 0) free(c);
+    if (c->freeing && c->timers_open == 0) free(c);
 }
 
 static bus_counter_t *m_calls, *m_timeouts, *m_unavailable, *m_late;
@@ -97,8 +96,19 @@ static void on_reply(bus_msg_t *m, void *data) {
 
 static void on_up(bus_conn_t *conn, void *data) {
     bus_rpc_client_t *c = data;
-    int rc = bus_conn_consume(conn, BUS_DIRECT_REPLY_TO, 1, 0, amqp_empty_table, on_reply, c, NULL, 0);
+    int rc = bus_conn_consume_fast(conn, BUS_DIRECT_REPLY_TO, on_reply, c);
     c->ready = rc == 0;
+}
+
+/* A request the broker could not route: no queue is bound for the service. */
+static void on_returned(const char *message_id, const char *corr, void *data) {
+    (void)message_id;
+    bus_rpc_client_t *c = data;
+    if (strncmp(corr, c->prefix, c->prefix_len) != 0 || corr[c->prefix_len] != '.') return;
+    uint64_t id = strtoull(corr + c->prefix_len + 1, NULL, 10);
+    pending_call_t *p = NULL;
+    HASH_FIND(hh, c->pending, &id, sizeof id, p);
+    if (p) finish(p, BUS_ENOT_FOUND, NULL, 0);
 }
 
 static void on_down(bus_conn_t *conn, int err, void *data) {
@@ -125,6 +135,7 @@ int bus_rpc_client_new(bus_conn_t *conn, int default_timeout_ms, bus_rpc_client_
     c->prefix_len = strlen(c->prefix);
     c->conn = conn;
     c->default_timeout_ms = default_timeout_ms > 0 ? default_timeout_ms : 5000;
+    bus_conn_set_return_handler(conn, on_returned, c);
     if (bus_conn_add_listener(conn, on_up, on_down, c) != 0) {
         free(c);
         return BUS_EINTERNAL;
@@ -137,27 +148,9 @@ int bus_rpc_client_ready(const bus_rpc_client_t *c) { return c->ready && bus_con
 size_t bus_rpc_client_pending(const bus_rpc_client_t *c) { return c->npending; }
 
 void bus_rpc_client_free(bus_rpc_client_t *c) {
+    bus_conn_set_return_handler(c->conn, NULL, NULL);
     fail_all(c, BUS_EUNAVAILABLE);
     c->freeing = 1;
-    maybe_free(c);
-}
-
-typedef struct {
-    bus_rpc_client_t *client;
-    uint64_t id;
-} publish_ctx_t;
-
-/* A mandatory request the broker could not route: no queue for the service. */
-static void on_request_confirmed(int status, void *data) {
-    publish_ctx_t *ctx = data;
-    bus_rpc_client_t *c = ctx->client;
-    c->confirms_open--;
-    if (status == BUS_ENOT_FOUND && !c->freeing) {
-        pending_call_t *p = NULL;
-        HASH_FIND(hh, c->pending, &ctx->id, sizeof ctx->id, p);
-        if (p) finish(p, BUS_ENOT_FOUND, NULL, 0);
-    }
-    free(ctx);
     maybe_free(c);
 }
 
@@ -178,15 +171,8 @@ int bus_rpc_call(bus_rpc_client_t *c, const char *service, const char *method, c
     headers[nh++] = (bus_header_t){BUS_HDR_CORRELATION, strlen(BUS_HDR_CORRELATION), e2e, strlen(e2e)};
     if (opts && opts->caller && *opts->caller)
         headers[nh++] = (bus_header_t){BUS_HDR_CALLER, strlen(BUS_HDR_CALLER), opts->caller, strlen(opts->caller)};
-    publish_ctx_t *ctx = malloc(sizeof *ctx);
     pending_call_t *p = calloc(1, sizeof *p);
-    if (!ctx || !p) {
-        free(ctx);
-        free(p);
-        return BUS_EINTERNAL;
-    }
-    ctx->client = c;
-    ctx->id = id;
+    if (!p) return BUS_EINTERNAL;
     bus_publish_t pub = {
         .exchange = BUS_EXCHANGE_RPC,
         .routing_key = routing_key,
@@ -199,16 +185,15 @@ int bus_rpc_call(bus_rpc_client_t *c, const char *service, const char *method, c
         .type = routing_key,
         .expiration_ms = expiration,
         .mandatory = 1,
+        .unconfirmed = 1,
         .headers = headers,
         .nheaders = nh,
     };
-    int rc = bus_conn_publish(c->conn, &pub, on_request_confirmed, ctx);
+    int rc = bus_conn_publish(c->conn, &pub, NULL, NULL);
     if (rc != 0) {
-        free(ctx);
         free(p);
         return rc;
     }
-    c->confirms_open++;
     p->id = id;
     p->client = c;
     p->cb = cb;

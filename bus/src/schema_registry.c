@@ -115,6 +115,11 @@ static int cmp_method(const void *a, const void *b) {
 int bus_schema_registry_load(const char *dir, bus_schema_registry_t **out, char *err,
                              size_t errlen) {
     *out = NULL;
+    /* "schemas/" and "schemas" name files the same way in messages */
+    char dirbuf[4096];
+    snprintf(dirbuf, sizeof dirbuf, "%s", dir);
+    for (size_t n = strlen(dirbuf); n > 1 && dirbuf[n - 1] == '/'; n--) dirbuf[n - 1] = 0;
+    dir = dirbuf;
     strvec_t files = {0};
     bus_schema_registry_t *r = calloc(1, sizeof *r);
     int rc = r && (r->set = bus__sset_new()) ? 0 : BUS_EINTERNAL;

@@ -279,7 +279,8 @@ static int where_ok(const cJSON *w) {
     if (!w) return 1;
     if (!cJSON_IsObject(w)) return 0;
     for (const cJSON *c = w->child; c; c = c->next) {
-        if (!c->string || (strcmp(c->string, "_id") != 0 && !bus__store_path_ok(c->string))) return 0;
+        if (!c->string || (strcmp(c->string, "_id") != 0 && (!bus__store_path_ok(c->string) || c->string[0] == '_')))
+            return 0;
         if (scalar(c) || cJSON_IsNull(c)) continue;
         if (!cJSON_IsObject(c) || !c->child) return 0;
         for (const cJSON *op = c->child; op; op = op->next) {
@@ -313,7 +314,7 @@ static int doc_ok(const cJSON *d) { return cJSON_IsObject(d); }
 static int sort_ok(const char *sort) {
     if (!sort) return 1;
     if (*sort == '-') sort++;
-    return strcmp(sort, "_id") == 0 || bus__store_path_ok(sort);
+    return strcmp(sort, "_id") == 0 || (bus__store_path_ok(sort) && sort[0] != '_');
 }
 
 /* ---- queueing ---------------------------------------------------------- */
@@ -355,6 +356,7 @@ static void after_cb(uv_work_t *w, int uvst) {
         ((bus_store_doc_cb)r->cb)(st, st ? NULL : r->out, r->data);
         break;
     case BUS__SREQ_DELETE:
+    case BUS__SREQ_PING:
         ((bus_store_status_cb)r->cb)(st, r->data);
         break;
     case BUS__SREQ_FIND:
@@ -616,6 +618,14 @@ int bus_store_processed_get(bus_store_t *s, const char *scope, const char *id, b
         return BUS_EINTERNAL;
     }
     return req_queue(r);
+}
+
+int bus_store_ping(bus_store_t *s, bus_store_status_cb cb, void *data) {
+    int rc = usable(s, NULL);
+    if (rc) return rc;
+    if (!cb) return BUS_EBAD_REQUEST;
+    bus__sreq_t *r = req_new(s, BUS__SREQ_PING, (void (*)(void))cb, data);
+    return r ? req_queue(r) : BUS_EINTERNAL;
 }
 
 int bus_store_processed_prune(bus_store_t *s, int64_t older_than_ms, bus_store_count_cb cb, void *data) {

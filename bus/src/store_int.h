@@ -21,6 +21,7 @@ typedef enum {
     BUS__SREQ_BATCH,
     BUS__SREQ_PGET, /* processed marker get */
     BUS__SREQ_PRUNE,
+    BUS__SREQ_PING,
 } bus__sreq_kind_t;
 
 typedef struct {

@@ -48,7 +48,18 @@ typedef struct {
 } mg_t;
 
 static pthread_once_t mg_once = PTHREAD_ONCE_INIT;
-static void mg_init(void) { mongoc_init(); }
+/* The driver's own log goes to ours, warnings and worse only. */
+static void mg_log(mongoc_log_level_t level, const char *domain, const char *message, void *data) {
+    (void)data;
+    if (level <= MONGOC_LOG_LEVEL_ERROR)
+        bus_error(NULL, "mongoc %s: %s", domain, message);
+    else if (level == MONGOC_LOG_LEVEL_WARNING)
+        bus_warn(NULL, "mongoc %s: %s", domain, message);
+}
+static void mg_init(void) {
+    mongoc_log_set_handler(mg_log, NULL);
+    mongoc_init();
+}
 
 /* ---- errors and conversions ----------------------------------------------- */
 
@@ -681,6 +692,14 @@ static void mg_exec(void *impl, bus__sreq_t *r) {
     case BUS__SREQ_PRUNE:
         r->status = op_prune(&c, r);
         break;
+    case BUS__SREQ_PING: {
+        bson_t cmd = BSON_INITIALIZER;
+        bson_error_t e;
+        BSON_APPEND_INT32(&cmd, "ping", 1);
+        r->status = mongoc_client_command_simple(c.cl, "admin", &cmd, NULL, NULL, &e) ? 0 : BUS_EUNAVAILABLE;
+        bson_destroy(&cmd);
+        break;
+    }
     }
     mongoc_client_pool_push(m->pool, c.cl);
 }

@@ -747,6 +747,9 @@ static void sq_exec(void *impl, bus__sreq_t *r) {
     case BUS__SREQ_PRUNE:
         r->status = op_prune(c, r);
         break;
+    case BUS__SREQ_PING:
+        r->status = exec_simple(c, "SELECT count(*) FROM _bus_processed WHERE 0");
+        break;
     }
 }
 

@@ -264,6 +264,10 @@ static void t_crud(const char *be) {
     CHECK_INT(r.status, BUS_ENOT_FOUND);
     res_clear(&r);
     CHECK_INT(get(s, coll, "p1", NULL), BUS_ENOT_FOUND);
+    CHECK_INT(bus_store_ping(s, status_cb, &r), 0);
+    wait_for(&r);
+    CHECK_INT(r.status, 0);
+    res_clear(&r);
     /* argument errors are returned at once, and no callback follows */
     CHECK_INT(bus_store_get(s, C("undeclared"), "x", doc_cb, &r), BUS_EBAD_REQUEST);
     CHECK_INT(bus_store_get(s, coll, "", doc_cb, &r), BUS_EBAD_REQUEST);
@@ -474,6 +478,9 @@ static void t_find(const char *be) {
     res_clear(&r);
     /* a bad filter is refused at once */
     w = J("{\"state\":{\"$regex\":\"x\"}}");
+    CHECK_INT(bus_store_count(s, coll, w, count_cb, &r), BUS_EBAD_REQUEST);
+    cJSON_Delete(w);
+    w = J("{\"_v\":1}");
     CHECK_INT(bus_store_count(s, coll, w, count_cb, &r), BUS_EBAD_REQUEST);
     cJSON_Delete(w);
     close_store(s);
@@ -845,6 +852,15 @@ static void t_runtime_unavailable(void) {
         res_clear(&r[i]);
     }
     CHECK(unavailable > 0);
+    /* the health check says so too (some pool thread has no connection) */
+    int down = 0;
+    for (int i = 0; i < 8; i++) {
+        res_t p = {0};
+        CHECK_INT(bus_store_ping(s, status_cb, &p), 0);
+        wait_for(&p);
+        down += p.status == BUS_EUNAVAILABLE;
+    }
+    CHECK(down > 0);
     close_store(s);
 }
 

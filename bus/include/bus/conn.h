@@ -7,10 +7,13 @@
  * heartbeat interval that services heartbeats. Every call on a connection
  * must happen on its loop thread.
  *
- * One channel (1) carries consumers, acks, publishes (in confirm mode) and
- * the direct reply-to consumer; channel 2 is used for passive inspection
- * (queue depth and consumer counts), because a failed passive declare closes
- * its channel.
+ * Channel 1 carries consumers, acks and publishes in confirm mode; channel 2
+ * is used for passive inspection (queue depth and consumer counts), because
+ * a failed passive declare closes its channel; channel 3 carries what needs
+ * no confirm: RPC requests, RPC replies and the direct reply-to consumer
+ * (which must share the channel the requests are published on). The reply
+ * is the request's confirmation, and a reply's ack follows it on the same
+ * connection, so confirms there would only cost a frame and a wake-up.
  *
  * On any loss (socket error, missed heartbeats, broker close) the connection
  * fails every pending publish confirm with BUS_EUNAVAILABLE, calls on_down,
@@ -92,7 +95,8 @@ typedef struct bus_publish {
     const char *expiration_ms;  /* per-message TTL, as a decimal string */
     int64_t timestamp;          /* seconds; 0 = now */
     int persistent;             /* delivery_mode 2 */
-    int mandatory;              /* unroutable -> BUS_ENOT_FOUND */
+    int mandatory;              /* unroutable -> BUS_ENOT_FOUND (or the return handler when unconfirmed) */
+    int unconfirmed;            /* channel 3, no confirm: cb must be NULL */
     const bus_header_t *headers;/* string headers (at most 32) */
     size_t nheaders;
     const char *int_header_key; /* one integer header (retry attempt), optional */
@@ -143,6 +147,14 @@ int bus_conn_bind(bus_conn_t *conn, const char *queue, const char *exchange, con
  * written to tag_out (may be NULL). Returns 0 or BUS_EUNAVAILABLE. */
 int bus_conn_consume(bus_conn_t *conn, const char *queue, int no_ack, int exclusive, amqp_table_t args,
                      bus_msg_cb cb, void *data, char *tag_out, size_t tag_len);
+/* Consumes no-ack on channel 3 (the unconfirmed channel): for the direct
+ * reply-to pseudo-queue. Returns 0 or BUS_EUNAVAILABLE. */
+int bus_conn_consume_fast(bus_conn_t *conn, const char *queue, bus_msg_cb cb, void *data);
+/* Called for a mandatory unconfirmed publish that could not be routed, with
+ * its message_id and correlation_id ("" when absent). One handler per connection. */
+void bus_conn_set_return_handler(bus_conn_t *conn,
+                                 void (*cb)(const char *message_id, const char *correlation_id, void *data),
+                                 void *data);
 /* Cancels a consumer (no more deliveries to its callback). */
 int bus_conn_cancel(bus_conn_t *conn, const char *tag);
 /* Passive look at a queue on channel 2: messages ready and consumers.

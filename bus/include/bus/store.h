@@ -99,6 +99,10 @@ typedef void (*bus_store_doc_cb)(int status, const cJSON *doc, void *data);
 /* Plain status. */
 typedef void (*bus_store_status_cb)(int status, void *data);
 
+/* Checks that the database answers (health endpoints): 0 or
+ * BUS_EUNAVAILABLE. */
+int bus_store_ping(bus_store_t *s, bus_store_status_cb cb, void *data);
+
 /* The document `id`, or BUS_ENOT_FOUND. */
 int bus_store_get(bus_store_t *s, const char *coll, const char *id, bus_store_doc_cb cb, void *data);
 
@@ -130,7 +134,7 @@ int bus_store_delete(bus_store_t *s, const char *coll, const char *id, int64_t v
  *   "leader": null                  the field is null or missing;
  *   "due_at": {"$lte": 1700000000}  comparison: $lt $lte $gt $gte $ne (one
  *                                   or more in the object), numbers or strings.
- * "_id" may be used like a field. NULL means every document. Comparisons
+ * "_id" may be used like a field (other "_" fields may not). NULL means every document. Comparisons
  * between a number and a string never match. Fields need not be indexed,
  * but only declared indexes make a filter fast. */
 typedef struct {

@@ -1,0 +1,159 @@
+/* bus-gateway: the HTTP edge (DESIGN.md "HTTP edge"). Internal header shared
+ * by the files of gateway/ — one file per concern:
+ *
+ *   main.c        settings, start-up, signals, graceful shutdown
+ *   routes.c      the route table, request context, answering helpers,
+ *                 POST /api/v1/rpc/{service}/{method}, POST /api/v1/events/{type}
+ *   auth.c        API keys (401/403) and rate limits in Redis (429)
+ *   health.c      GET /, /api/v1/health, /api/v1/health/services,
+ *                 /api/v1/services/{name}/status, /metrics; queue-info cache
+ *   openapi.c     GET /api/v1/openapi.json, built once from schemas/
+ *   access_log.c  one JSON line per request, written in batches
+ *
+ * Everything runs on the one loop thread of the process; nothing here is
+ * thread-safe and nothing needs to be.
+ *
+ * Ownership: the gateway (gw_t, one per process, static in main.c) owns the
+ * connection, RPC client, Redis client, keys, schema registry and HTTP
+ * server. A request context (gw_req_t) is created for each request handed to
+ * on_request, owns the bus_http_req_t until gw_finish()/gw_fail() answers it,
+ * and is released by that call; no pointer into it survives the answer.
+ */
+#ifndef BUS_GATEWAY_H
+#define BUS_GATEWAY_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "bus/apikey.h"
+#include "bus/config.h"
+#include "bus/conn.h"
+#include "bus/http.h"
+#include "bus/metrics.h"
+#include "bus/redis.h"
+#include "bus/rpc.h"
+#include "bus/schema.h"
+
+/* Routes, used as metric labels and in the access log. */
+typedef enum {
+    GW_R_NONE = 0, /* unknown path (404) or the server's own errors */
+    GW_R_ROOT,
+    GW_R_HEALTH,
+    GW_R_HEALTH_SERVICES,
+    GW_R_SERVICE_STATUS,
+    GW_R_METRICS,
+    GW_R_OPENAPI,
+    GW_R_RPC,
+    GW_R_EVENTS,
+    GW_R_COUNT
+} gw_route_t;
+
+#define GW_STATUS_SLOTS 20 /* distinct statuses counted per route (+ "other") */
+
+typedef struct gw {
+    uv_loop_t *loop;
+    bus_config_t cfg;
+    /* settings of the edge (validated in main.c) */
+    const char *keys_file;    /* NULL = open access */
+    int64_t rate_limit;       /* requests per window; 0 = no limit */
+    int64_t rate_window_ms;
+    int rate_fail_closed;     /* 1: refuse when Redis is down */
+    char **cors_origins;      /* NULL = no CORS; {"*"} = any */
+    size_t ncors;
+    int cors_any;
+    size_t max_body, max_header;
+    int max_depth;
+    int reuseport;
+    int access_log;
+
+    bus_conn_t *conn;
+    bus_rpc_client_t *rpc;
+    bus_redis_t *redis;
+    bus_apikeys_t *keys;
+    bus_schema_registry_t *schemas;
+    bus_http_server_t *http;
+    char *openapi;            /* the document, built at start */
+    size_t openapi_len;
+    uv_signal_t sigterm, sigint;
+    int stopping;
+
+    /* metrics */
+    bus_counter_t *m_requests[GW_R_COUNT][GW_STATUS_SLOTS + 1];
+    bus_histogram_t *m_seconds[GW_R_COUNT];
+    bus_counter_t *m_rl_unavailable;
+    bus_counter_t *m_rate_limited;
+    bus_counter_t *m_auth_missing, *m_auth_invalid, *m_auth_scope;
+    bus_counter_t *m_publish_failed;
+} gw_t;
+
+/* One request in the edge. */
+typedef struct gw_req {
+    gw_t *gw;
+    bus_http_req_t *http;
+    gw_route_t route;
+    uint64_t t0;                /* uv_hrtime at arrival */
+    char request_id[130];
+    char key_id[64];            /* "" = no key */
+    char client[80];            /* rate-limit identity: key id or peer address */
+    /* rate-limit headers, set once the counter answered (rl_known) */
+    int rl_known;
+    int64_t rl_limit, rl_remaining, rl_reset_s;
+    /* route parameters (point into the request path copy below) */
+    char service[64], method[64];
+    char type[256];
+    /* next step after the rate limit */
+    void (*next)(struct gw_req *r);
+    struct gw_req *free_next;   /* free-list link */
+} gw_req_t;
+
+/* ---- routes.c ---- */
+void gw_on_request(bus_http_req_t *req, void *data);
+size_t gw_error_body(bus_http_req_t *req, int status, const char *code, const char *message, char *buf,
+                     size_t cap, void *data);
+/* Answers with `body` (copied) after adding the common headers (X-Request-Id,
+ * CORS, rate-limit), logs the access line, counts metrics and releases r. */
+void gw_finish(gw_req_t *r, int status, const char *content_type, const char *body, size_t len);
+/* Answers with the JSON error body + request_id (printf-style message). */
+void gw_fail(gw_req_t *r, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Answers with a JSON object `body` (a complete object "{...}") with
+ * ,"request_id":"..." spliced before its final '}'. A body that is not an
+ * object ending in '}' is answered as 500. */
+void gw_finish_spliced(gw_req_t *r, int status, const char *body, size_t len);
+void gw_metrics_init(gw_t *gw);
+void gw_req_pool_free(void);
+
+/* ---- auth.c ---- */
+/* Authenticates r for `scope` (NULL = any key is enough... not used). Returns
+ * 0 when allowed; otherwise it has answered (401/403) and returns -1. With
+ * no keys file every request is allowed as "anonymous". */
+int gw_authorize(gw_req_t *r, const char *scope);
+/* Counts the request against the client's window, then calls r->next(r) or
+ * answers 429 (or 503 when Redis is down and BUS_RATELIMIT_FAIL=closed). */
+void gw_rate_limit(gw_req_t *r);
+
+/* ---- health.c ---- */
+void gw_root(gw_req_t *r);
+void gw_health(gw_req_t *r);
+void gw_health_services(gw_req_t *r);
+void gw_service_status(gw_req_t *r);
+void gw_metrics(gw_req_t *r);
+/* Consumers on rpc.<service>, from a ~1 s cache of queue.declare passive.
+ * Returns 0 with *consumers set, BUS_ENOT_FOUND (no such queue) or
+ * BUS_EUNAVAILABLE (broker down). */
+int gw_service_consumers(gw_t *gw, const char *service, uint32_t *consumers);
+void gw_health_free(void);
+
+/* ---- openapi.c ---- */
+/* Builds the document from the registry (may be NULL). malloc'd, caller frees. */
+char *gw_openapi_build(const bus_schema_registry_t *reg, size_t *len);
+void gw_openapi(gw_req_t *r);
+
+/* ---- access_log.c ---- */
+void gw_access_log_init(uv_loop_t *loop, int enabled);
+/* Appends one line (flushed before the loop next waits for I/O). */
+void gw_access_log(const gw_req_t *r, const char *method, const char *path, int status, size_t bytes);
+/* Writes what is buffered and stops the flusher. */
+void gw_access_log_close(void);
+
+#endif
