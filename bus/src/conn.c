@@ -174,6 +174,13 @@ int bus_conn_new(uv_loop_t *loop, const bus_conn_options_t *opts, bus_conn_t **o
 
 uv_loop_t *bus_conn_loop(const bus_conn_t *c) { return c->loop; }
 
+void bus_conn_remove_listener(bus_conn_t *c, void *data) {
+    int j = 0;
+    for (int i = 0; i < c->nlisteners; i++)
+        if (c->listeners[i].data != data) c->listeners[j++] = c->listeners[i];
+    c->nlisteners = j;
+}
+
 int bus_conn_add_listener(bus_conn_t *c, void (*on_up)(bus_conn_t *, void *),
                           void (*on_down)(bus_conn_t *, int, void *), void *data) {
     if (c->nlisteners == (int)(sizeof c->listeners / sizeof c->listeners[0])) return BUS_EINTERNAL;
@@ -449,7 +456,7 @@ static size_t header_value_text(const amqp_field_value_t *v, char *buf, size_t c
     case AMQP_FIELD_KIND_UTF8:
     case AMQP_FIELD_KIND_BYTES: {
         size_t n = v->value.bytes.len < cap - 1 ? v->value.bytes.len : cap - 1;
-        memcpy(buf, v->value.bytes.bytes, n);
+        if (n) memcpy(buf, v->value.bytes.bytes, n);
         buf[n] = '\0';
         return n;
     }
@@ -515,7 +522,7 @@ static bus_msg_t *msg_from_envelope(bus_conn_t *c, amqp_envelope_t *e) {
     for (size_t i = 0; i < nheaders; i++) {
         amqp_table_entry_t *h = &p->headers.entries[i];
         bus_header_t *out = &m->headers[i];
-        memcpy(cursor, h->key.bytes, h->key.len);
+        if (h->key.len) memcpy(cursor, h->key.bytes, h->key.len);
         cursor[h->key.len] = '\0';
         out->key = cursor;
         out->key_len = h->key.len;

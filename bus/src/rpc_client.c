@@ -149,6 +149,7 @@ size_t bus_rpc_client_pending(const bus_rpc_client_t *c) { return c->npending; }
 
 void bus_rpc_client_free(bus_rpc_client_t *c) {
     bus_conn_set_return_handler(c->conn, NULL, NULL);
+    bus_conn_remove_listener(c->conn, c);
     fail_all(c, BUS_EUNAVAILABLE);
     c->freeing = 1;
     maybe_free(c);

@@ -111,6 +111,8 @@ int bus_conn_new(uv_loop_t *loop, const bus_conn_options_t *opts, bus_conn_t **o
  * one. Returns 0 or BUS_EINTERNAL when full. */
 int bus_conn_add_listener(bus_conn_t *conn, void (*on_up)(bus_conn_t *, void *),
                           void (*on_down)(bus_conn_t *, int err, void *), void *data);
+/* Removes every listener registered with this data pointer. */
+void bus_conn_remove_listener(bus_conn_t *conn, void *data);
 /* Starts connecting in the background (first attempt at once). */
 void bus_conn_start(bus_conn_t *conn);
 /* Connects once, synchronously, for command-line tools: 0 or BUS_EUNAVAILABLE
