@@ -4,7 +4,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <uthash.h>
 
 #include "bus/envelope.h"
 #include "bus/error.h"
@@ -12,28 +11,24 @@
 #include "bus/metrics.h"
 #include "bus/rpc.h"
 #include "bus/topology.h"
+#include "rpc_table.h"
 
 typedef struct pending_call {
-    uint64_t id; /* hash key: the number after the client prefix */
+    bus__rpc_entry_t entry; /* first: the table links calls through it */
     bus_rpc_client_t *client;
     bus_rpc_cb cb;
     void *data;
     uint64_t started_ns;
     uv_timer_t timer; /* freed in its close callback */
-    UT_hash_handle hh;
 } pending_call_t;
 
 struct bus_rpc_client {
     bus_conn_t *conn;
-    char prefix[24]; /* random, identifies this client's correlation ids */
-    size_t prefix_len;
-    uint64_t next_id;
+    bus__rpc_table_t table; /* pending calls by correlation id */
     int default_timeout_ms;
     int ready;
     int freeing;
-    size_t npending;
     size_t timers_open;   /* call timers not yet closed */
-    pending_call_t *pending;
 };
 
 /* The client is freed once nothing refers to it any more. */
@@ -55,8 +50,7 @@ static void on_timer_closed(uv_handle_t *h) {
 /* Unlinks a call, runs its callback, releases it. */
 static void finish(pending_call_t *p, int status, const char *reply, size_t len) {
     bus_rpc_client_t *c = p->client;
-    HASH_DEL(c->pending, p);
-    c->npending--;
+    bus__rpc_table_remove(&c->table, &p->entry);
     uv_timer_stop(&p->timer);
     if (status == 0) bus_histogram_observe(m_latency, (double)(uv_hrtime() - p->started_ns) / 1e9);
     else if (status == BUS_ETIMEOUT) bus_counter_inc(m_timeouts, 1);
@@ -68,8 +62,8 @@ static void finish(pending_call_t *p, int status, const char *reply, size_t len)
 }
 
 static void fail_all(bus_rpc_client_t *c, int status) {
-    pending_call_t *p, *tmp;
-    HASH_ITER(hh, c->pending, p, tmp) finish(p, status, NULL, 0);
+    bus__rpc_entry_t *e;
+    while ((e = bus__rpc_table_any(&c->table))) finish((pending_call_t *)e, status, NULL, 0);
 }
 
 static void on_timeout(uv_timer_t *t) {
@@ -80,11 +74,7 @@ static void on_timeout(uv_timer_t *t) {
 static void on_reply(bus_msg_t *m, void *data) {
     bus_rpc_client_t *c = data;
     const char *corr = m->correlation_id;
-    uint64_t id = 0;
-    int ours = strncmp(corr, c->prefix, c->prefix_len) == 0 && corr[c->prefix_len] == '.';
-    if (ours) id = strtoull(corr + c->prefix_len + 1, NULL, 10);
-    pending_call_t *p = NULL;
-    if (ours) HASH_FIND(hh, c->pending, &id, sizeof id, p);
+    pending_call_t *p = (pending_call_t *)bus__rpc_table_find(&c->table, corr);
     if (!p) {
         bus_counter_inc(m_late, 1);
         bus_debug(corr, "rpc: reply for no pending call dropped");
@@ -104,10 +94,7 @@ static void on_up(bus_conn_t *conn, void *data) {
 static void on_returned(const char *message_id, const char *corr, void *data) {
     (void)message_id;
     bus_rpc_client_t *c = data;
-    if (strncmp(corr, c->prefix, c->prefix_len) != 0 || corr[c->prefix_len] != '.') return;
-    uint64_t id = strtoull(corr + c->prefix_len + 1, NULL, 10);
-    pending_call_t *p = NULL;
-    HASH_FIND(hh, c->pending, &id, sizeof id, p);
+    pending_call_t *p = (pending_call_t *)bus__rpc_table_find(&c->table, corr);
     if (p) finish(p, BUS_ENOT_FOUND, NULL, 0);
 }
 
@@ -131,8 +118,9 @@ int bus_rpc_client_new(bus_conn_t *conn, int default_timeout_ms, bus_rpc_client_
     if (!c) return BUS_EINTERNAL;
     char uuid[37];
     bus_uuid(uuid);
-    snprintf(c->prefix, sizeof c->prefix, "%.8s%.4s", uuid, uuid + 9);
-    c->prefix_len = strlen(c->prefix);
+    char prefix[16];
+    snprintf(prefix, sizeof prefix, "%.8s%.4s", uuid, uuid + 9);
+    bus__rpc_table_init(&c->table, prefix);
     c->conn = conn;
     c->default_timeout_ms = default_timeout_ms > 0 ? default_timeout_ms : 5000;
     bus_conn_set_return_handler(conn, on_returned, c);
@@ -145,7 +133,7 @@ int bus_rpc_client_new(bus_conn_t *conn, int default_timeout_ms, bus_rpc_client_
 }
 
 int bus_rpc_client_ready(const bus_rpc_client_t *c) { return c->ready && bus_conn_is_up(c->conn); }
-size_t bus_rpc_client_pending(const bus_rpc_client_t *c) { return c->npending; }
+size_t bus_rpc_client_pending(const bus_rpc_client_t *c) { return c->table.count; }
 
 void bus_rpc_client_free(bus_rpc_client_t *c) {
     bus_conn_set_return_handler(c->conn, NULL, NULL);
@@ -162,8 +150,6 @@ int bus_rpc_call(bus_rpc_client_t *c, const char *service, const char *method, c
     int timeout_ms = opts && opts->timeout_ms > 0 ? opts->timeout_ms : c->default_timeout_ms;
     char routing_key[140], corr[64], message_id[37], expiration[24];
     snprintf(routing_key, sizeof routing_key, "%s.%s", service, method);
-    uint64_t id = ++c->next_id;
-    snprintf(corr, sizeof corr, "%s.%" PRIu64, c->prefix, id);
     bus_uuid(message_id);
     snprintf(expiration, sizeof expiration, "%d", timeout_ms);
     bus_header_t headers[2];
@@ -174,6 +160,7 @@ int bus_rpc_call(bus_rpc_client_t *c, const char *service, const char *method, c
         headers[nh++] = (bus_header_t){BUS_HDR_CALLER, strlen(BUS_HDR_CALLER), opts->caller, strlen(opts->caller)};
     pending_call_t *p = calloc(1, sizeof *p);
     if (!p) return BUS_EINTERNAL;
+    bus__rpc_table_assign(&c->table, &p->entry, corr, sizeof corr);
     bus_publish_t pub = {
         .exchange = BUS_EXCHANGE_RPC,
         .routing_key = routing_key,
@@ -191,11 +178,10 @@ int bus_rpc_call(bus_rpc_client_t *c, const char *service, const char *method, c
         .nheaders = nh,
     };
     int rc = bus_conn_publish(c->conn, &pub, NULL, NULL);
-    if (rc != 0) {
+    if (rc != 0) { /* the call was never linked: a teardown inside publish did not see it */
         free(p);
         return rc;
     }
-    p->id = id;
     p->client = c;
     p->cb = cb;
     p->data = data;
@@ -204,8 +190,7 @@ int bus_rpc_call(bus_rpc_client_t *c, const char *service, const char *method, c
     p->timer.data = p;
     uv_timer_start(&p->timer, on_timeout, (uint64_t)timeout_ms, 0);
     c->timers_open++;
-    HASH_ADD(hh, c->pending, id, sizeof p->id, p);
-    c->npending++;
+    bus__rpc_table_link(&c->table, &p->entry);
     bus_counter_inc(m_calls, 1);
     return 0;
 }
