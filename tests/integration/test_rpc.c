@@ -3,6 +3,9 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "../support/support.h"
@@ -246,7 +249,56 @@ static void test_bad_env_value_stops_at_start(void) {
     CHECK_INT(bt_wait_exit(pid, 5000), 2);
 }
 
-BUS_TESTS({"round_trip", test_round_trip, 30},
+/* GET over a plain socket; returns the whole answer (malloc'd). */
+static char *http_get(int port, const char *path) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        close(fd);
+        return NULL;
+    }
+    char req[256];
+    int n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", path);
+    if (write(fd, req, (size_t)n) != n) {
+        close(fd);
+        return NULL;
+    }
+    size_t cap = 1 << 20, len = 0;
+    char *buf = malloc(cap);
+    ssize_t r;
+    while ((r = read(fd, buf + len, cap - len - 1)) > 0) len += (size_t)r;
+    buf[len] = '\0';
+    close(fd);
+    return buf;
+}
+
+static void test_worker_metrics_endpoint(void) {
+    const char *env[] = {"BUS_METRICS_ADDR=127.0.0.1:26998", NULL};
+    pid_t w = start_worker(env);
+    bt_client_t c;
+    bt_client_open(&c);
+    CHECK_INT(bt_call(&c, "testrpc", "echo", "{}", 3000, NULL), 0);
+    CHECK_INT(bt_call(&c, "testrpc", "fail", "{}", 3000, NULL), 0);
+    bt_client_close(&c);
+    char *text = http_get(26998, "/metrics");
+    CHECK(text != NULL);
+    CHECK_CONTAINS(text, "HTTP/1.1 200");
+    CHECK_CONTAINS(text, "bus_messages_consumed_total{service=\"testrpc\"}");
+    CHECK_CONTAINS(text, "bus_rpc_errors_total{service=\"testrpc\"} 1");
+    CHECK_CONTAINS(text, "bus_rpc_handler_seconds_bucket");
+    CHECK_CONTAINS(text, "bus_amqp_connects_total 1");
+    CHECK_CONTAINS(text, "bus_messages_dead_lettered_total");
+    CHECK_CONTAINS(text, "process_resident_memory_bytes");
+    free(text);
+    text = http_get(26998, "/nope");
+    CHECK_CONTAINS(text, "404");
+    free(text);
+    bt_kill(w, SIGKILL);
+}
+
+BUS_TESTS({"worker_metrics_endpoint", test_worker_metrics_endpoint, 30},
+          {"round_trip", test_round_trip, 30},
           {"thousand_concurrent_calls", test_thousand_concurrent_calls, 60},
           {"error_replies", test_error_replies, 30},
           {"unknown_service_is_not_found", test_unknown_service_is_not_found, 30},
