@@ -114,13 +114,18 @@ int bus_schema_list_main(int argc, char **argv) {
         fprintf(stderr, "%s\n", err);
         return 2;
     }
-    for (size_t i = 0; i < bus_schema_registry_event_count(r); i++)
-        printf("event %s\n", bus_schema_registry_event_at(r, i, NULL));
+    for (size_t i = 0; i < bus_schema_registry_event_count(r); i++) {
+        const char *type = bus_schema_registry_event_at(r, i, NULL);
+        printf("event  %-36s %s/events/%s.json\n", type, dir, type);
+    }
     for (size_t i = 0; i < bus_schema_registry_method_count(r); i++) {
         const char *svc, *m;
         const bus_schema_t *p, *res;
         bus_schema_registry_method_at(r, i, &svc, &m, &p, &res, NULL);
-        printf("rpc %s.%s params=%s result=%s\n", svc, m, p ? "yes" : "no", res ? "yes" : "no");
+        char name[160];
+        snprintf(name, sizeof name, "%s.%s", svc, m);
+        printf("rpc    %-36s %s/rpc/%s.json (params: %s, result: %s)\n", name, dir, name, p ? "yes" : "no",
+               res ? "yes" : "no");
     }
     bus_schema_registry_free(r);
     return 0;

@@ -252,12 +252,18 @@ static void test_cli(void) {
     char out[4096], err[4096];
     char *l1[] = {"list", "--dir", root, NULL};
     CHECK_INT(run_captured(bus_schema_list_main, 3, l1, NULL, out, sizeof out, err, sizeof err), 0);
-    CHECK_STR(out, "event alliance.member.joined\nevent player.verified\n"
-                   "rpc alliances.dissolve params=yes result=no\nrpc alliances.promote params=yes result=yes\n");
+    char want[4096];
+    snprintf(want, sizeof want,
+             "event  alliance.member.joined               %s/events/alliance.member.joined.json\n"
+             "event  player.verified                      %s/events/player.verified.json\n"
+             "rpc    alliances.dissolve                   %s/rpc/alliances.dissolve.json (params: yes, result: no)\n"
+             "rpc    alliances.promote                    %s/rpc/alliances.promote.json (params: yes, result: yes)\n",
+             root, root, root, root);
+    CHECK_STR(out, want);
     setenv("BUS_SCHEMAS_DIR", root, 1);
     char *l2[] = {"list", NULL};
     CHECK_INT(run_captured(bus_schema_list_main, 1, l2, NULL, out, sizeof out, err, sizeof err), 0);
-    CHECK_CONTAINS(out, "event player.verified\n");
+    CHECK_CONTAINS(out, "player.verified.json\n");
     char *l3[] = {"list", "--dir", "/nonexistent-dir", NULL};
     CHECK_INT(run_captured(bus_schema_list_main, 3, l3, NULL, out, sizeof out, err, sizeof err), 2);
     CHECK_CONTAINS(err, "/nonexistent-dir");
