@@ -74,6 +74,7 @@ static void on_down(bus_conn_t *conn, int err, void *data) {
     (void)conn;
     bus_worker_t *w = data;
     w->consuming = 0;
+    if (w->exit_code == -1) return; /* our own clean close */
     bus_warn(NULL, "broker connection lost (%s); unacked work will be redelivered", bus_err_name(err));
 }
 
