@@ -97,14 +97,26 @@ sanitize: deps
 	@BUILD=build/san BUS_SANITIZE=1 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 tests/run.sh all
 
-FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
-FUZZ_CC  := clang
-FUZZ_LIB_SRC := $(filter-out bus/src/worker.c,$(LIB_SRC))
-$(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_SRC)
+FUZZ_SRC    := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_CC     := clang
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer-no-link,address,undefined -Ibus/include \
+               -I$(LLHTTP_INC) $(PKG_CFLAGS) -DBUS_VERSION=\"$(VERSION)\"
+FUZZ_OBJ    := $(LIB_SRC:%.c=$(BUILD)/fuzzobj/%.o) $(BUILD)/fuzzobj/llhttp/llhttp.o \
+               $(BUILD)/fuzzobj/llhttp/api.o $(BUILD)/fuzzobj/llhttp/http.o
+$(BUILD)/fuzzobj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Ibus/include -I$(LLHTTP_INC) \
-	    $(PKG_CFLAGS) -DBUS_VERSION=\"$(VERSION)\" -o $@ $< $(LIB_SRC) $(LLHTTP_DIR)/llhttp.c $(LLHTTP_DIR)/api.c \
-	    $(LLHTTP_DIR)/http.c $(LDLIBS)
+	@echo "  CC    $< (fuzz)"
+	@$(FUZZ_CC) $(FUZZ_CFLAGS) -c $< -o $@
+$(BUILD)/fuzzobj/llhttp/%.o: $(LLHTTP_DIR)/%.c
+	@mkdir -p $(dir $@)
+	@$(FUZZ_CC) $(FUZZ_CFLAGS) -w -c $< -o $@
+$(BUILD)/libbus-fuzz.a: $(FUZZ_OBJ)
+	@rm -f $@
+	@ar rcs $@ $^
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(BUILD)/libbus-fuzz.a
+	@mkdir -p $(dir $@)
+	@echo "  LD    $@"
+	@$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(BUILD)/libbus-fuzz.a $(LDLIBS)
 fuzz-build: $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 fuzz: deps fuzz-build
 	@FUZZ_SECONDS=$${FUZZ_SECONDS:-60} BUILD=$(BUILD) tests/run.sh fuzz

@@ -98,7 +98,12 @@ all)
     run_dir tests/integration
     run_dir tests/chaos
     if [ -z "${BUS_SANITIZE:-}" ] && [ -z "${BUS_SKIP_FUZZ:-}" ]; then
-        make --no-print-directory BUILD=build fuzz-build >/dev/null 2>&1 && BUILD=build run_fuzz "${FUZZ_SECONDS:-10}"
+        if make --no-print-directory -j2 BUILD=build fuzz-build >/dev/null; then
+            BUILD=build run_fuzz "${FUZZ_SECONDS:-10}"
+        else
+            echo "FAIL fuzz: the fuzz targets did not build"
+            failed=$((failed + 1))
+        fi
     fi
     ;;
 fuzz)
