@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "bus/error.h"
 #include "bus/log.h"
@@ -838,6 +839,14 @@ int bus__store_sqlite_open(const char *spec, void **impl, char *err, size_t errl
         free(sq->path);
         free(sq);
         return BUS_EBAD_REQUEST;
+    }
+    /* The default sqlite:var/bus.db must work in a fresh checkout: create the
+     * file's directory (one level) when it is missing. */
+    char *slash = strrchr(sq->path, '/');
+    if (slash && slash != sq->path) {
+        *slash = '\0';
+        mkdir(sq->path, 0755); /* an error shows when the file is opened */
+        *slash = '/';
     }
     sq->uid = atomic_fetch_add(&sq_uids, 1);
     pthread_mutex_init(&sq->mu, NULL);
