@@ -63,6 +63,7 @@ start_servers() {
     export BUS_LOCAL_DIR=$servers_dir
     export BUS_TEST_TMPDIR=$servers_dir/tmp
     export BUS_SCHEMAS_DIR=$(pwd)/schemas
+    export BUS_VALIDATE_REPLIES=1   # every worker reply in the tests is checked against its result schema
     mkdir -p "$BUS_TEST_TMPDIR"
 }
 stop_servers() {

@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "../support/support.h"
@@ -261,7 +262,60 @@ static void test_other_bots_publish_with_busctl_and_plain_amqp(void) {
     bt_kill(w, SIGKILL);
 }
 
-BUS_TESTS({"other_bots_publish_with_busctl_and_plain_amqp", test_other_bots_publish_with_busctl_and_plain_amqp, 30},
+/* With a schema for the type, an invalid event never reaches the handler:
+ * it is dead-lettered with the failing path. */
+static void test_schema_violation_never_reaches_handler(void) {
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/schemas-events-XXXXXX", getenv("BUS_TEST_TMPDIR") ? getenv("BUS_TEST_TMPDIR") : "/tmp");
+    CHECK(mkdtemp(dir) != NULL);
+    char path[600];
+    snprintf(path, sizeof path, "%s/events", dir);
+    CHECK(mkdir(path, 0755) == 0);
+    snprintf(path, sizeof path, "%s/events/testev.typed.json", dir);
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    fputs("{\"type\":\"object\",\"required\":[\"n\"],\"properties\":{\"n\":{\"type\":\"integer\",\"maximum\":9}}}", f);
+    fclose(f);
+    memset(&seen, 0, sizeof seen);
+    memset(&dead, 0, sizeof dead);
+    bt_client_t c;
+    bt_client_open(&c);
+    bt_delete_queue(&c, "events.testev");
+    bt_delete_queue(&c, "dead.testev");
+    char env_dir[700];
+    snprintf(env_dir, sizeof env_dir, "BUS_SCHEMAS_DIR=%s", dir);
+    const char *env[] = {env_dir, NULL};
+    pid_t w = bt_spawn_worker(&testev, env);
+    CHECK(bt_wait_ping("testev", 15000) == 0);
+    bus_queue_options_t tmp = {.exclusive = 1, .auto_delete = 1};
+    CHECK(bus_conn_declare_queue(c.conn, "test.seen.inbox", &tmp) == 0);
+    CHECK(bus_conn_bind(c.conn, "test.seen.inbox", BUS_EXCHANGE_EVENTS, "testseen.handled") == 0);
+    CHECK(bus_conn_consume(c.conn, "test.seen.inbox", 0, 1, amqp_empty_table, on_inbox, &seen, NULL, 0) == 0);
+    CHECK(bus_conn_consume(c.conn, "dead.testev", 0, 0, amqp_empty_table, on_inbox, &dead, NULL, 0) == 0);
+    publish_event(&c, "testev.typed", "ok", "{\"n\":\"seven\"}");
+    publish_event(&c, "testev.typed", "ok", "{\"n\":12}");
+    publish_event(&c, "testev.typed", "ok", "{}");
+    publish_event(&c, "testev.typed", "ok", "{\"n\":7}");
+    wait_for(&c, &dead.count, 3, 5000);
+    wait_for(&c, &seen.count, 1, 5000);
+    CHECK_INT(dead.count, 3);
+    CHECK_INT(seen.count, 1); /* only the valid one */
+    int type = 0, max = 0, req = 0;
+    for (int i = 0; i < 3; i++) {
+        CHECK_CONTAINS(dead.reasons[i], "invalid:");
+        type += strstr(dead.reasons[i], "/data/n") && strstr(dead.reasons[i], "integer");
+        max += strstr(dead.reasons[i], "/data/n") && strstr(dead.reasons[i], "9");
+        req += strstr(dead.reasons[i], "n") && strstr(dead.reasons[i], "required") != NULL;
+    }
+    CHECK_INT(type, 1);
+    CHECK(max >= 1);
+    CHECK_INT(req, 1);
+    bt_client_close(&c);
+    bt_kill(w, SIGKILL);
+}
+
+BUS_TESTS({"schema_violation_never_reaches_handler", test_schema_violation_never_reaches_handler, 30},
+          {"other_bots_publish_with_busctl_and_plain_amqp", test_other_bots_publish_with_busctl_and_plain_amqp, 30},
           {"event_reaches_handler_once", test_event_reaches_handler_once, 30},
           {"binary_mode_event", test_binary_mode_event, 30},
           {"failing_event_is_retried_then_acked", test_failing_event_is_retried_then_acked, 30},

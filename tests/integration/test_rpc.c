@@ -6,6 +6,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "../support/support.h"
@@ -297,7 +298,44 @@ static void test_worker_metrics_endpoint(void) {
     bt_kill(w, SIGKILL);
 }
 
-BUS_TESTS({"worker_metrics_endpoint", test_worker_metrics_endpoint, 30},
+/* With a params schema, an invalid request gets `invalid` (422) with the
+ * paths, and the handler never runs. */
+static void test_invalid_params_never_reach_handler(void) {
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/schemas-rpc-XXXXXX", getenv("BUS_TEST_TMPDIR") ? getenv("BUS_TEST_TMPDIR") : "/tmp");
+    CHECK(mkdtemp(dir) != NULL);
+    char path[600];
+    snprintf(path, sizeof path, "%s/rpc", dir);
+    CHECK(mkdir(path, 0755) == 0);
+    snprintf(path, sizeof path, "%s/rpc/testrpc.fail.json", dir);
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    fputs("{\"definitions\":{\"params\":{\"type\":\"object\",\"required\":[\"rank\"],\"additionalProperties\":false,"
+          "\"properties\":{\"rank\":{\"enum\":[\"R1\",\"R2\",\"R3\",\"R4\",\"R5\"]}}}}}", f);
+    fclose(f);
+    char env_dir[700];
+    snprintf(env_dir, sizeof env_dir, "BUS_SCHEMAS_DIR=%s", dir);
+    const char *env[] = {env_dir, NULL};
+    pid_t w = start_worker(env);
+    bt_client_t c;
+    bt_client_open(&c);
+    char *reply = NULL;
+    CHECK_INT(bt_call(&c, "testrpc", "fail", "{\"rank\":\"R9\",\"extra\":1}", 3000, &reply), 0);
+    CHECK_CONTAINS(reply, "\"error\":\"invalid\"");
+    CHECK_CONTAINS(reply, "\"status_code\":422");
+    CHECK_CONTAINS(reply, "/rank: must be one of");
+    CHECK_CONTAINS(reply, "/extra");
+    free(reply);
+    /* valid params reach the handler, which fails on purpose: proof it ran */
+    CHECK_INT(bt_call(&c, "testrpc", "fail", "{\"rank\":\"R2\"}", 3000, &reply), 0);
+    CHECK_CONTAINS(reply, "always fails");
+    free(reply);
+    bt_client_close(&c);
+    bt_kill(w, SIGKILL);
+}
+
+BUS_TESTS({"invalid_params_never_reach_handler", test_invalid_params_never_reach_handler, 30},
+          {"worker_metrics_endpoint", test_worker_metrics_endpoint, 30},
           {"round_trip", test_round_trip, 30},
           {"thousand_concurrent_calls", test_thousand_concurrent_calls, 60},
           {"error_replies", test_error_replies, 30},
