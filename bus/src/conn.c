@@ -19,6 +19,7 @@
 
 typedef struct consumer {
     char tag[128];
+    int channel;
     bus_msg_cb cb;
     void *data;
     struct consumer *next;
@@ -272,6 +273,11 @@ static int open_amqp(bus_conn_t *c, char *err, size_t errlen) {
     amqp_channel_open(st, CH_FAST);
     r = amqp_get_rpc_reply(st);
     if (!reply_ok(r)) goto fail_reply;
+    if (c->opts.prefetch) {
+        amqp_basic_qos(st, CH_FAST, 0, c->opts.prefetch, 0);
+        r = amqp_get_rpc_reply(st);
+        if (!reply_ok(r)) goto fail_reply;
+    }
     free(url);
     c->amqp = st;
     return 0;
@@ -535,6 +541,7 @@ static bus_msg_t *msg_from_envelope(bus_conn_t *c, amqp_envelope_t *e) {
         cursor += cap;
     }
     m->conn = c;
+    m->channel = e->channel;
     m->delivery_tag = e->delivery_tag;
     m->generation = c->generation;
     m->redelivered = e->redelivered;
@@ -654,9 +661,10 @@ static void pump(bus_conn_t *c) {
             bus_msg_t *m = msg_from_envelope(c, &e);
             consumer_t *k = find_consumer(c, e.consumer_tag.bytes, e.consumer_tag.len);
             uint64_t tag = e.delivery_tag;
+            amqp_channel_t channel = e.channel;
             amqp_destroy_envelope(&e);
             if (!m) {
-                amqp_basic_nack(st, CH, tag, 0, 1);
+                amqp_basic_nack(st, channel, tag, 0, 1);
                 continue;
             }
             if (k) {
@@ -758,6 +766,7 @@ int bus_conn_consume(bus_conn_t *c, const char *queue, int no_ack, int exclusive
     consumer_t *k = calloc(1, sizeof *k);
     if (!k) return BUS_EINTERNAL;
     snprintf(k->tag, sizeof k->tag, "%.*s", (int)ok->consumer_tag.len, (char *)ok->consumer_tag.bytes);
+    k->channel = CH;
     k->cb = cb;
     k->data = data;
     k->next = c->consumers;
@@ -766,19 +775,22 @@ int bus_conn_consume(bus_conn_t *c, const char *queue, int no_ack, int exclusive
     return 0;
 }
 
-int bus_conn_consume_fast(bus_conn_t *c, const char *queue, bus_msg_cb cb, void *data) {
+int bus_conn_consume_fast(bus_conn_t *c, const char *queue, int no_ack, bus_msg_cb cb, void *data, char *tag_out,
+                          size_t tag_len) {
     if (!c->amqp) return BUS_EUNAVAILABLE;
-    amqp_basic_consume_ok_t *ok =
-        amqp_basic_consume(c->amqp, CH_FAST, amqp_cstring_bytes(queue), amqp_empty_bytes, 0, 1, 0, amqp_empty_table);
+    amqp_basic_consume_ok_t *ok = amqp_basic_consume(c->amqp, CH_FAST, amqp_cstring_bytes(queue), amqp_empty_bytes,
+                                                     0, no_ack, 0, amqp_empty_table);
     int rc = check_rpc(c, queue);
     if (rc != 0 || !ok) return BUS_EUNAVAILABLE;
     consumer_t *k = calloc(1, sizeof *k);
     if (!k) return BUS_EINTERNAL;
     snprintf(k->tag, sizeof k->tag, "%.*s", (int)ok->consumer_tag.len, (char *)ok->consumer_tag.bytes);
+    k->channel = CH_FAST;
     k->cb = cb;
     k->data = data;
     k->next = c->consumers;
     c->consumers = k;
+    if (tag_out) snprintf(tag_out, tag_len, "%s", k->tag);
     return 0;
 }
 
@@ -789,7 +801,8 @@ void bus_conn_set_return_handler(bus_conn_t *c, void (*cb)(const char *, const c
 
 int bus_conn_cancel(bus_conn_t *c, const char *tag) {
     if (!c->amqp) return BUS_EUNAVAILABLE;
-    amqp_basic_cancel(c->amqp, CH, amqp_cstring_bytes(tag));
+    consumer_t *k = find_consumer(c, tag, strlen(tag));
+    amqp_basic_cancel(c->amqp, k ? (amqp_channel_t)k->channel : CH, amqp_cstring_bytes(tag));
     int rc = check_rpc(c, "basic.cancel");
     if (c->amqp) remove_consumer(c, tag, strlen(tag));
     return rc;
@@ -929,8 +942,9 @@ int bus_conn_publish(bus_conn_t *c, const bus_publish_t *p, bus_publish_cb cb, v
 static void finish_msg(bus_msg_t *m, int ack, int requeue) {
     bus_conn_t *c = m->conn;
     if (c && c->amqp && c->generation == m->generation) {
-        int rc = ack ? amqp_basic_ack(c->amqp, CH, m->delivery_tag, 0)
-                     : amqp_basic_nack(c->amqp, CH, m->delivery_tag, 0, requeue);
+        amqp_channel_t ch = m->channel ? (amqp_channel_t)m->channel : CH;
+        int rc = ack ? amqp_basic_ack(c->amqp, ch, m->delivery_tag, 0)
+                     : amqp_basic_nack(c->amqp, ch, m->delivery_tag, 0, requeue);
         if (rc != AMQP_STATUS_OK) teardown(c, BUS_EUNAVAILABLE, amqp_error_string2(rc));
     }
     free(m);

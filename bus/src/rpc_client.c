@@ -86,7 +86,7 @@ static void on_reply(bus_msg_t *m, void *data) {
 
 static void on_up(bus_conn_t *conn, void *data) {
     bus_rpc_client_t *c = data;
-    int rc = bus_conn_consume_fast(conn, BUS_DIRECT_REPLY_TO, on_reply, c);
+    int rc = bus_conn_consume_fast(conn, BUS_DIRECT_REPLY_TO, 1, on_reply, c, NULL, 0);
     c->ready = rc == 0;
 }
 

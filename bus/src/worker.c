@@ -59,8 +59,7 @@ static void on_up(bus_conn_t *conn, void *data) {
         rc = bus_conn_bind(conn, w->q_events, BUS_EXCHANGE_EVENTS, s->type);
     if (rc != 0) return; /* the connection is being re-established */
     if (w->draining) return;
-    rc = bus_conn_consume(conn, w->q_rpc, 0, 0, amqp_empty_table, bus__worker_on_request, w, w->rpc_tag,
-                          sizeof w->rpc_tag);
+    rc = bus_conn_consume_fast(conn, w->q_rpc, 0, bus__worker_on_request, w, w->rpc_tag, sizeof w->rpc_tag);
     if (rc == 0)
         rc = bus_conn_consume(conn, w->q_events, 0, 0, amqp_empty_table, bus__worker_on_event, w, w->events_tag,
                               sizeof w->events_tag);

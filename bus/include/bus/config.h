@@ -8,7 +8,7 @@
  *   BUS_HTTP_ADDR       --http-addr     127.0.0.1:8080
  *   BUS_SCHEMAS_DIR     --schemas-dir   schemas
  *   BUS_LOG_LEVEL       --log-level     info (debug|info|warn|error|off)
- *   BUS_PREFETCH        --prefetch      64 (1..65535)
+ *   BUS_PREFETCH        --prefetch      64 (1..65535): unacked RPC requests, and as many events, per process
  *   BUS_QUEUE_TYPE      --queue-type    classic (classic|quorum)
  *   BUS_RPC_TIMEOUT_MS  --rpc-timeout-ms 5000 (1..600000)
  *   BUS_DRAIN_MS        --drain-ms      10000 (0..600000): SIGTERM grace period

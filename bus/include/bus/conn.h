@@ -73,6 +73,7 @@ typedef struct bus_msg {
     size_t len;
     bus_header_t *headers;      /* string-valued headers (others rendered as text) */
     size_t nheaders;
+    int channel;                /* internal: the channel to ack on */
 } bus_msg_t;
 
 typedef void (*bus_msg_cb)(bus_msg_t *msg, void *data);
@@ -149,9 +150,12 @@ int bus_conn_bind(bus_conn_t *conn, const char *queue, const char *exchange, con
  * written to tag_out (may be NULL). Returns 0 or BUS_EUNAVAILABLE. */
 int bus_conn_consume(bus_conn_t *conn, const char *queue, int no_ack, int exclusive, amqp_table_t args,
                      bus_msg_cb cb, void *data, char *tag_out, size_t tag_len);
-/* Consumes no-ack on channel 3 (the unconfirmed channel): for the direct
- * reply-to pseudo-queue. Returns 0 or BUS_EUNAVAILABLE. */
-int bus_conn_consume_fast(bus_conn_t *conn, const char *queue, bus_msg_cb cb, void *data);
+/* Consumes on channel 3 (the unconfirmed channel, same prefetch): for the
+ * direct reply-to pseudo-queue (no_ack) and for RPC request queues, whose
+ * replies and acks then travel on the same channel as the deliveries, the
+ * cheapest path through the broker. Returns 0 or BUS_EUNAVAILABLE. */
+int bus_conn_consume_fast(bus_conn_t *conn, const char *queue, int no_ack, bus_msg_cb cb, void *data, char *tag_out,
+                          size_t tag_len);
 /* Called for a mandatory unconfirmed publish that could not be routed, with
  * its message_id and correlation_id ("" when absent). One handler per connection. */
 void bus_conn_set_return_handler(bus_conn_t *conn,
