@@ -334,7 +334,24 @@ static void test_invalid_params_never_reach_handler(void) {
     bt_kill(w, SIGKILL);
 }
 
-BUS_TESTS({"invalid_params_never_reach_handler", test_invalid_params_never_reach_handler, 30},
+/* BUS_QUEUE_TYPE=quorum: the same worker on quorum queues (for clusters). */
+static void test_quorum_queues(void) {
+    static const bus_worker_def_t quorum = {.service = "testquorum", .summary = "test worker", .methods = methods};
+    const char *env[] = {"BUS_QUEUE_TYPE=quorum", NULL};
+    pid_t w = bt_spawn_worker(&quorum, env);
+    CHECK(bt_wait_ping("testquorum", 20000) == 0);
+    bt_client_t c;
+    bt_client_open(&c);
+    char *reply = NULL;
+    CHECK_INT(bt_call(&c, "testquorum", "echo", "{\"q\":1}", 3000, &reply), 0);
+    CHECK_STR(reply, "{\"success\":true,\"data\":{\"q\":1}}");
+    free(reply);
+    bt_client_close(&c);
+    bt_kill(w, SIGKILL);
+}
+
+BUS_TESTS({"quorum_queues", test_quorum_queues, 40},
+          {"invalid_params_never_reach_handler", test_invalid_params_never_reach_handler, 30},
           {"worker_metrics_endpoint", test_worker_metrics_endpoint, 30},
           {"round_trip", test_round_trip, 30},
           {"thousand_concurrent_calls", test_thousand_concurrent_calls, 60},
