@@ -248,6 +248,27 @@ static void test_bad_env_value_stops_at_start(void) {
     const char *env2[] = {"BUS_QUEUE_TYPE=fancy", NULL};
     pid = bt_spawn_program(argv, env2, NULL);
     CHECK_INT(bt_wait_exit(pid, 5000), 2);
+    /* a broken schema stops the program at start, naming the file and the place */
+    char dir[512], file[600], env_dir[600];
+    snprintf(dir, sizeof dir, "%s/broken-schemas-XXXXXX", getenv("BUS_TEST_TMPDIR") ? getenv("BUS_TEST_TMPDIR") : "/tmp");
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(file, sizeof file, "%s/events", dir);
+    CHECK(mkdir(file, 0755) == 0);
+    snprintf(file, sizeof file, "%s/events/x.y.json", dir);
+    FILE *sf = fopen(file, "w");
+    fputs("{\"properties\":{\"rank\":{\"enum\":\"R1\"}}}", sf);
+    fclose(sf);
+    snprintf(env_dir, sizeof env_dir, "BUS_SCHEMAS_DIR=%s", dir);
+    const char *env3[] = {env_dir, NULL};
+    unlink(log);
+    pid = bt_spawn_program(argv, env3, log);
+    CHECK_INT(bt_wait_exit(pid, 5000), 2);
+    f = fopen(log, "r");
+    n = fread(text, 1, sizeof text - 1, f);
+    text[n] = '\0';
+    fclose(f);
+    CHECK_CONTAINS(text, "x.y.json");
+    CHECK_CONTAINS(text, "/properties/rank/enum");
 }
 
 /* GET over a plain socket; returns the whole answer (malloc'd). */
