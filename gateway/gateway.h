@@ -102,6 +102,7 @@ typedef struct gw_req {
     /* route parameters (point into the request path copy below) */
     char service[64], method[64];
     char type[256];
+    char event_id[40];          /* events route: the id published */
     /* next step after the rate limit */
     void (*next)(struct gw_req *r);
     struct gw_req *free_next;   /* free-list link */
@@ -131,6 +132,11 @@ int gw_authorize(gw_req_t *r, const char *scope);
 /* Counts the request against the client's window, then calls r->next(r) or
  * answers 429 (or 503 when Redis is down and BUS_RATELIMIT_FAIL=closed). */
 void gw_rate_limit(gw_req_t *r);
+/* Sends the counts still batched and closes the batching handle (at
+ * shutdown, before Redis is closed). */
+void gw_rate_limit_close(void);
+/* Frees the per-client window table (at exit, after Redis is closed). */
+void gw_rate_limit_free(void);
 
 /* ---- health.c ---- */
 void gw_root(gw_req_t *r);
@@ -151,8 +157,10 @@ void gw_openapi(gw_req_t *r);
 
 /* ---- access_log.c ---- */
 void gw_access_log_init(uv_loop_t *loop, int enabled);
-/* Appends one line (flushed before the loop next waits for I/O). */
-void gw_access_log(const gw_req_t *r, const char *method, const char *path, int status, size_t bytes);
+/* Appends one line (flushed before the loop next waits for I/O). Strings
+ * are only read during the call; key may be "" (no key). */
+void gw_access_log(const char *request_id, const char *route, const char *method, const char *path,
+                   int status, size_t bytes, double ms, const char *key, const char *peer);
 /* Writes what is buffered and stops the flusher. */
 void gw_access_log_close(void);
 
