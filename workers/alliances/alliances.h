@@ -38,6 +38,8 @@
 typedef struct al_state {
     bus_worker_t *w;
     bus_store_t *store;
+    uv_timer_t *prune_timer; /* hourly: forget request/event markers older than BUS_MARKER_TTL_H */
+    int64_t marker_ttl_ms;
 } al_state_t;
 
 al_state_t *al_state(bus_worker_t *w);

@@ -11,6 +11,24 @@
 
 #include "alliances.h"
 #include "bus/error.h"
+#include "bus/log.h"
+
+/* Markers (request and event ids already handled) only need to outlive any
+ * redelivery; a week by default. */
+static bus_config_extra_t extras[] = {
+    {"BUS_MARKER_TTL_H", "--marker-ttl-h", "hours a handled request/event id is remembered", "168", NULL},
+};
+
+static void on_pruned(int status, int64_t count, void *data) {
+    (void)data;
+    if (status == 0 && count > 0) bus_info(NULL, "forgot %lld old request/event markers", (long long)count);
+    if (status != 0) bus_warn(NULL, "pruning markers failed: %d", status);
+}
+
+static void on_prune_timer(uv_timer_t *t) {
+    al_state_t *st = t->data;
+    bus_store_processed_prune(st->store, st->marker_ttl_ms, on_pruned, NULL);
+}
 
 static int al_init(bus_worker_t *w, char *err, size_t errlen) {
     al_state_t *st = calloc(1, sizeof *st);
@@ -19,12 +37,28 @@ static int al_init(bus_worker_t *w, char *err, size_t errlen) {
         return BUS_EINTERNAL;
     }
     st->w = w;
+    const char *ttl = bus_worker_extra(w, "BUS_MARKER_TTL_H");
+    char *end = NULL;
+    long hours = ttl ? strtol(ttl, &end, 10) : 168;
+    if (!ttl || !*ttl || *end || hours < 1 || hours > 24 * 365) {
+        snprintf(err, errlen, "BUS_MARKER_TTL_H: \"%s\" is not a whole number of hours from 1 to 8760", ttl ? ttl : "");
+        free(st);
+        return BUS_EBAD_REQUEST;
+    }
+    st->marker_ttl_ms = (int64_t)hours * 3600 * 1000;
     int rc = bus_store_open(bus_worker_loop(w), bus_worker_config(w)->store, &st->store, err, errlen);
     if (rc == 0) rc = al_store_declare(st->store, err, errlen);
     if (rc != 0) {
         bus_store_close(st->store, NULL, NULL);
         free(st);
         return rc;
+    }
+    st->prune_timer = malloc(sizeof *st->prune_timer);
+    if (st->prune_timer) {
+        uv_timer_init(bus_worker_loop(w), st->prune_timer);
+        st->prune_timer->data = st;
+        uv_timer_start(st->prune_timer, on_prune_timer, 60 * 1000, 3600 * 1000);
+        uv_unref((uv_handle_t *)st->prune_timer);
     }
     bus_worker_set_state(w, st);
     return 0;
@@ -33,6 +67,7 @@ static int al_init(bus_worker_t *w, char *err, size_t errlen) {
 static void al_fini(bus_worker_t *w) {
     al_state_t *st = bus_worker_state(w);
     if (!st) return;
+    if (st->prune_timer) uv_close((uv_handle_t *)st->prune_timer, (uv_close_cb)free);
     bus_store_close(st->store, NULL, NULL); /* freed once its last callback ran */
     bus_worker_set_state(w, NULL);
     free(st);
@@ -48,6 +83,8 @@ static const bus_worker_def_t definition = {
     .summary = "alliances, members and ranks R1-R5, rules enforced on the server",
     .methods = al_methods,
     .subscriptions = subscriptions,
+    .extras = extras,
+    .nextras = sizeof extras / sizeof extras[0],
     .init = al_init,
     .fini = al_fini,
 };
