@@ -6,15 +6,20 @@
  * file the edge is open (and bound to loopback only, see main.c); callers
  * are "anonymous".
  *
- * Rate limits: a fixed window per client (the key id, else the peer address
- * without its port) counted in Redis, so every gateway process shares it:
- * key bus:rl:<client>:<window start ms>, INCR + PEXPIRE in one round trip.
- * The reset time is the end of the window (the same for every process).
- * Redis down or slow: counted in bus_gateway_ratelimit_unavailable_total;
- * the request is served (BUS_RATELIMIT_FAIL=open, the default) or refused
- * with 503 (closed). BUS_RATE_LIMIT=0 turns limiting off.
+ * Rate limits: a fixed window per client counted in Redis, so every gateway
+ * process shares it. The client is "key:<key id>" with a key, else the peer
+ * address without its port; the Redis key is bus:rl:<client>:<window start
+ * ms> and expires with the window. X-RateLimit-Reset is the time to the end
+ * of the window (the same in every process). A request near the limit (or
+ * the first of a client in a window) waits for INCR's answer; far below it
+ * the request goes ahead and its count is sent in a per-iteration batch (see
+ * rl_client_t below). Redis down or slow: counted in
+ * bus_gateway_ratelimit_unavailable_total; the request is served
+ * (BUS_RATELIMIT_FAIL=open, the default) or refused with 503 (closed).
+ * BUS_RATE_LIMIT=0 turns limiting off.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
 

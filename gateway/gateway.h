@@ -125,9 +125,10 @@ void gw_metrics_init(gw_t *gw);
 void gw_req_pool_free(void);
 
 /* ---- auth.c ---- */
-/* Authenticates r for `scope` (NULL = any key is enough... not used). Returns
- * 0 when allowed; otherwise it has answered (401/403) and returns -1. With
- * no keys file every request is allowed as "anonymous". */
+/* Authenticates r for `scope` ("rpc:<service>.<method>", "events:<type>")
+ * and sets r->key_id and r->client (the rate-limit identity). Returns 0 when
+ * allowed; otherwise it has answered (401/403), r is gone, and it returns
+ * -1. With no keys file every request is allowed (caller "anonymous"). */
 int gw_authorize(gw_req_t *r, const char *scope);
 /* Counts the request against the client's window, then calls r->next(r) or
  * answers 429 (or 503 when Redis is down and BUS_RATELIMIT_FAIL=closed). */
