@@ -153,7 +153,7 @@ void gw_health_free(void);
 
 /* ---- openapi.c ---- */
 /* Builds the document from the registry (may be NULL). malloc'd, caller frees. */
-char *gw_openapi_build(const bus_schema_registry_t *reg, size_t *len);
+char *gw_openapi_build(const bus_schema_registry_t *reg, const char *schemas_dir, size_t *len);
 void gw_openapi(gw_req_t *r);
 
 /* ---- access_log.c ---- */

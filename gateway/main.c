@@ -234,7 +234,7 @@ int main(int argc, char **argv) {
         code = bad("BUS_SCHEMAS_DIR", gw->cfg.schemas_dir, err);
         goto out;
     }
-    gw->openapi = gw_openapi_build(gw->schemas, &gw->openapi_len);
+    gw->openapi = gw_openapi_build(gw->schemas, gw->cfg.schemas_dir, &gw->openapi_len);
 
     gw->loop = uv_default_loop();
     signal(SIGPIPE, SIG_IGN);

@@ -16,22 +16,78 @@
 
 #include "gateway.h"
 
-/* Rewrites local refs "#/x" to "#/components/schemas/<name>/x" in place. */
-static void rebase_refs(cJSON *node, const char *name) {
+/* Shared files (common.json, ...) that the copied schemas refer to; they
+ * become components too. */
+typedef struct {
+    char names[16][64];
+    int n;
+} externals_t;
+
+/* Rewrites refs in place: local "#/x" to "#/components/schemas/<name>/x";
+ * a ref into another file ("../common.json#/definitions/rank", or by its
+ * $id ".../common.json#/...") to "#/components/schemas/common/definitions/rank",
+ * noting "common.json" in ext so that file is added as a component. */
+static void rebase_refs(cJSON *node, const char *name, externals_t *ext) {
     if (!node) return;
     if (cJSON_IsObject(node)) {
         cJSON *ref = cJSON_GetObjectItemCaseSensitive(node, "$ref");
-        if (cJSON_IsString(ref) && ref->valuestring[0] == '#') {
-            size_t n = strlen(ref->valuestring) + strlen(name) + 32;
-            char *s = malloc(n);
-            if (s) {
-                snprintf(s, n, "#/components/schemas/%s%s", name, ref->valuestring + 1);
-                cJSON_SetValuestring(ref, s);
-                free(s);
+        if (cJSON_IsString(ref)) {
+            const char *v = ref->valuestring;
+            const char *hash = strchr(v, '#');
+            char target[64] = "";
+            const char *fragment = hash ? hash + 1 : "";
+            if (v[0] == '#') {
+                snprintf(target, sizeof target, "%s", name);
+            } else {
+                size_t flen = hash ? (size_t)(hash - v) : strlen(v);
+                const char *base = v;
+                for (size_t i = 0; i < flen; i++)
+                    if (v[i] == '/') base = v + i + 1;
+                size_t blen = flen - (size_t)(base - v);
+                if (blen > 5 && blen < sizeof target && memcmp(base + blen - 5, ".json", 5) == 0) {
+                    snprintf(target, sizeof target, "%.*s", (int)(blen - 5), base);
+                    int known = 0;
+                    for (int i = 0; i < ext->n; i++) known |= strcmp(ext->names[i], target) == 0;
+                    if (!known && ext->n < 16) snprintf(ext->names[ext->n++], sizeof ext->names[0], "%s", target);
+                }
+            }
+            if (target[0]) {
+                size_t n = strlen(fragment) + strlen(target) + 32;
+                char *s = malloc(n);
+                if (s) {
+                    snprintf(s, n, "#/components/schemas/%s%s", target, fragment);
+                    cJSON_SetValuestring(ref, s);
+                    free(s);
+                }
             }
         }
     }
-    for (cJSON *c = node->child; c; c = c->next) rebase_refs(c, name);
+    for (cJSON *c = node->child; c; c = c->next) rebase_refs(c, name, ext);
+}
+
+/* Adds every shared file noted in ext (and what they refer to) from dir. */
+static void add_externals(cJSON *schemas, externals_t *ext, const char *dir) {
+    for (int i = 0; i < ext->n; i++) {
+        if (cJSON_GetObjectItemCaseSensitive(schemas, ext->names[i])) continue;
+        char path[1024];
+        snprintf(path, sizeof path, "%s/%s.json", dir, ext->names[i]);
+        FILE *f = fopen(path, "r");
+        if (!f) continue;
+        char *text = NULL;
+        size_t len = 0;
+        FILE *mem = open_memstream(&text, &len);
+        char buf[8192];
+        size_t r;
+        while (mem && (r = fread(buf, 1, sizeof buf, f)) > 0) fwrite(buf, 1, r, mem);
+        fclose(f);
+        if (mem) fclose(mem);
+        cJSON *doc = text ? cJSON_ParseWithLength(text, len) : NULL;
+        free(text);
+        if (!doc) continue;
+        cJSON_DeleteItemFromObjectCaseSensitive(doc, "$schema");
+        rebase_refs(doc, ext->names[i], ext); /* may note more files: the loop reaches them */
+        cJSON_AddItemToObject(schemas, ext->names[i], doc);
+    }
 }
 
 static cJSON *ref_to(const char *name, const char *sub) {
@@ -98,7 +154,8 @@ static void add_get(cJSON *paths, const char *path, const char *summary, const c
     cJSON_AddObjectToObject(content, ctype);
 }
 
-char *gw_openapi_build(const bus_schema_registry_t *reg, size_t *len) {
+char *gw_openapi_build(const bus_schema_registry_t *reg, const char *schemas_dir, size_t *len) {
+    externals_t ext = {.n = 0};
     cJSON *doc = cJSON_CreateObject();
     cJSON_AddStringToObject(doc, "openapi", "3.1.0");
     cJSON *info = cJSON_AddObjectToObject(doc, "info");
@@ -147,7 +204,7 @@ char *gw_openapi_build(const bus_schema_registry_t *reg, size_t *len) {
         snprintf(path, sizeof path, "/api/v1/rpc/%s/%s", service, method);
         cJSON *copy = file ? cJSON_Duplicate(file, 1) : cJSON_CreateObject();
         cJSON_DeleteItemFromObjectCaseSensitive(copy, "$schema");
-        rebase_refs(copy, name);
+        rebase_refs(copy, name, &ext);
         cJSON_AddItemToObject(schemas, name, copy);
         cJSON *item = cJSON_AddObjectToObject(paths, path);
         cJSON *op = cJSON_AddObjectToObject(item, "post");
@@ -176,7 +233,7 @@ char *gw_openapi_build(const bus_schema_registry_t *reg, size_t *len) {
         snprintf(path, sizeof path, "/api/v1/events/%s", type);
         cJSON *copy = schema ? cJSON_Duplicate(bus_schema_json(schema), 1) : cJSON_CreateObject();
         cJSON_DeleteItemFromObjectCaseSensitive(copy, "$schema");
-        rebase_refs(copy, name);
+        rebase_refs(copy, name, &ext);
         cJSON_AddItemToObject(schemas, name, copy);
         cJSON *item = cJSON_AddObjectToObject(paths, path);
         cJSON *op = cJSON_AddObjectToObject(item, "post");
@@ -206,6 +263,7 @@ char *gw_openapi_build(const bus_schema_registry_t *reg, size_t *len) {
         add_response(responses, "202", "published and confirmed by the broker", success_schema(idschema));
         add_errors(responses, 1);
     }
+    if (schemas_dir) add_externals(schemas, &ext, schemas_dir);
     char *s = cJSON_PrintUnformatted(doc);
     cJSON_Delete(doc);
     if (s && len) *len = strlen(s);

@@ -133,7 +133,7 @@ static const char *build_dir(void) {
 typedef struct {
     int status;
     char head[8192];
-    char body[65536];
+    char body[1 << 20];
     size_t body_len;
 } resp_t;
 
@@ -942,7 +942,57 @@ static void test_bad_settings(void) {
     CHECK_CONTAINS(text, "BUS_RATELIMIT_FAIL=maybe");
 }
 
-BUS_TESTS({"public_routes", test_public_routes, 30}, {"rpc_route_and_errors", test_rpc_route_and_errors, 60},
+/* Follows a local "$ref" ("#/a/b") from the document root; NULL when it dangles. */
+static const cJSON *resolve_pointer(const cJSON *root, const char *ref) {
+    if (strncmp(ref, "#/", 2) != 0) return NULL;
+    char buf[512];
+    snprintf(buf, sizeof buf, "%s", ref + 2);
+    const cJSON *node = root;
+    for (char *save = NULL, *part = strtok_r(buf, "/", &save); part && node; part = strtok_r(NULL, "/", &save))
+        node = cJSON_GetObjectItemCaseSensitive(node, part);
+    return node;
+}
+
+static int dangling_refs(const cJSON *root, const cJSON *node, char *first, size_t cap) {
+    int n = 0;
+    const cJSON *ref = cJSON_IsObject(node) ? cJSON_GetObjectItemCaseSensitive(node, "$ref") : NULL;
+    if (cJSON_IsString(ref) && !resolve_pointer(root, ref->valuestring)) {
+        if (!first[0]) snprintf(first, cap, "%s", ref->valuestring);
+        n++;
+    }
+    for (const cJSON *c = node ? node->child : NULL; c; c = c->next) n += dangling_refs(root, c, first, cap);
+    return n;
+}
+
+/* The OpenAPI document of the platform's real schemas: every operation is
+ * there and every $ref (including those into schemas/common.json) resolves. */
+static void test_openapi_of_repo_schemas_resolves(void) {
+    setup_files();
+    char dir[700];
+    const char *repo = getenv("BUS_SCHEMAS_DIR");
+    CHECK(repo != NULL);
+    snprintf(dir, sizeof dir, "BUS_SCHEMAS_DIR=%s", repo);
+    const char *env[] = {dir, NULL};
+    pid_t g = start_gateway(26702, env);
+    static resp_t r;
+    CHECK_INT(http(26702, "GET", "/api/v1/openapi.json", NULL, NULL, &r), 0);
+    CHECK_INT(r.status, 200);
+    cJSON *doc = cJSON_Parse(r.body);
+    CHECK(doc != NULL);
+    const cJSON *paths = cJSON_GetObjectItemCaseSensitive(doc, "paths");
+    CHECK(cJSON_GetObjectItemCaseSensitive(paths, "/api/v1/rpc/alliances/set_rank") != NULL);
+    CHECK(cJSON_GetObjectItemCaseSensitive(paths, "/api/v1/events/alliance.member.joined") != NULL);
+    char first[512] = "";
+    int n = dangling_refs(doc, doc, first, sizeof first);
+    if (n) fprintf(stderr, "  %d dangling refs, e.g. %s\n", n, first);
+    CHECK_INT(n, 0);
+    cJSON_Delete(doc);
+    kill(g, SIGTERM);
+    CHECK_INT(bt_wait_exit(g, 5000), 0);
+}
+
+BUS_TESTS({"openapi_of_repo_schemas_resolves", test_openapi_of_repo_schemas_resolves, 30},
+          {"public_routes", test_public_routes, 30}, {"rpc_route_and_errors", test_rpc_route_and_errors, 60},
           {"unknown_service_open_access", test_unknown_service_open_access, 30},
           {"events_route", test_events_route, 30}, {"cors", test_cors, 30}, {"rate_limit", test_rate_limit, 40},
           {"rate_limit_fast_path", test_rate_limit_fast_path, 40},
