@@ -70,4 +70,5 @@ Ctrl-C stops everything.
 MSG
 status=0
 wait -n "${pids[@]}" || status=$?
-echo "a process exited (status $status); see var/log/" >&2
+# on Ctrl-C every process drains and exits 0; anything else is worth a look
+[ "$status" -eq 0 ] || echo "a process exited with status $status; see var/log/" >&2
