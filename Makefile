@@ -27,7 +27,7 @@ CFLAGS_OWN    := $(CFLAGS_COMMON) -Wall -Wextra -Werror -MMD -MP
 # llhttp is packaged generated code: its own relaxed flags
 CFLAGS_LLHTTP := -std=c11 -g $(OPT) $(SAN_FLAGS) -w -I$(LLHTTP_INC)
 LDLIBS        := $(PKG_LIBS) -lpthread -lm
-LDFLAGS       += $(SAN_FLAGS)
+LDFLAGS       += $(SAN_FLAGS) -Wl,--as-needed
 
 LIB_SRC    := $(sort $(wildcard bus/src/*.c))
 LIB_OBJ    := $(LIB_SRC:%.c=$(BUILD)/obj/%.o) \
