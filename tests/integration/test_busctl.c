@@ -111,6 +111,34 @@ static void test_status_counts_instances(void) {
     CHECK_INT(bt_wait_exit(b, 5000), 0);
 }
 
-BUS_TESTS({"call_exit_codes_and_output", test_call_exit_codes_and_output, 40},
+/* busctl schema check against the repo's schemas: a file, RPC params by name, event data by type. */
+static void test_schema_check(void) {
+    char cmd[1024], out[4096];
+    snprintf(cmd, sizeof cmd,
+             "echo '{\"name\":\"x\",\"tag\":\"!\",\"state\":0,\"leader\":\"me\"}' | %s schema check --params alliances.create -",
+             busctl());
+    CHECK_INT(run(cmd, out, sizeof out), 1);
+    CHECK_CONTAINS(out, "/state: must be >= 1");
+    CHECK_CONTAINS(out, "/tag: must match pattern");
+    snprintf(cmd, sizeof cmd,
+             "echo '{\"name\":\"Frost\",\"tag\":\"FW\",\"state\":1,\"leader\":\"discord:1\"}' | "
+             "%s schema check --params alliances.create -",
+             busctl());
+    CHECK_INT(run(cmd, out, sizeof out), 0);
+    snprintf(cmd, sizeof cmd, "echo '{\"user\":\"discord:42\"}' | %s schema check --event user.forgotten -", busctl());
+    CHECK_INT(run(cmd, out, sizeof out), 0);
+    snprintf(cmd, sizeof cmd, "echo '{}' | %s schema check schemas/events/user.forgotten.json -", busctl());
+    CHECK_INT(run(cmd, out, sizeof out), 1);
+    CHECK_CONTAINS(out, "user");
+    snprintf(cmd, sizeof cmd, "%s schema check --params nosuch.method /dev/null 2>&1", busctl());
+    CHECK_INT(run(cmd, out, sizeof out), 2);
+    snprintf(cmd, sizeof cmd, "%s schema list", busctl());
+    CHECK_INT(run(cmd, out, sizeof out), 0);
+    CHECK_CONTAINS(out, "alliances.set_rank");
+    CHECK_CONTAINS(out, "schemas/events/alliance.member.joined.json");
+}
+
+BUS_TESTS({"schema_check", test_schema_check, 20},
+          {"call_exit_codes_and_output", test_call_exit_codes_and_output, 40},
           {"publish_prints_confirmed_id", test_publish_prints_confirmed_id, 20},
           {"status_counts_instances", test_status_counts_instances, 30})
