@@ -756,17 +756,18 @@ int bus_conn_bind(bus_conn_t *c, const char *queue, const char *exchange, const 
     return check_rpc(c, queue);
 }
 
-int bus_conn_consume(bus_conn_t *c, const char *queue, int no_ack, int exclusive, amqp_table_t args, bus_msg_cb cb,
-                     void *data, char *tag_out, size_t tag_len) {
+/* Starts a consumer on a channel and remembers which callback it feeds. */
+static int start_consumer(bus_conn_t *c, amqp_channel_t channel, const char *queue, int no_ack, int exclusive,
+                          amqp_table_t args, bus_msg_cb cb, void *data, char *tag_out, size_t tag_len) {
     if (!c->amqp) return BUS_EUNAVAILABLE;
-    amqp_basic_consume_ok_t *ok = amqp_basic_consume(c->amqp, CH, amqp_cstring_bytes(queue), amqp_empty_bytes, 0,
-                                                     no_ack, exclusive, args);
+    amqp_basic_consume_ok_t *ok =
+        amqp_basic_consume(c->amqp, channel, amqp_cstring_bytes(queue), amqp_empty_bytes, 0, no_ack, exclusive, args);
     int rc = check_rpc(c, queue);
     if (rc != 0 || !ok) return BUS_EUNAVAILABLE;
     consumer_t *k = calloc(1, sizeof *k);
     if (!k) return BUS_EINTERNAL;
     snprintf(k->tag, sizeof k->tag, "%.*s", (int)ok->consumer_tag.len, (char *)ok->consumer_tag.bytes);
-    k->channel = CH;
+    k->channel = channel;
     k->cb = cb;
     k->data = data;
     k->next = c->consumers;
@@ -775,23 +776,14 @@ int bus_conn_consume(bus_conn_t *c, const char *queue, int no_ack, int exclusive
     return 0;
 }
 
+int bus_conn_consume(bus_conn_t *c, const char *queue, int no_ack, int exclusive, amqp_table_t args, bus_msg_cb cb,
+                     void *data, char *tag_out, size_t tag_len) {
+    return start_consumer(c, CH, queue, no_ack, exclusive, args, cb, data, tag_out, tag_len);
+}
+
 int bus_conn_consume_fast(bus_conn_t *c, const char *queue, int no_ack, bus_msg_cb cb, void *data, char *tag_out,
                           size_t tag_len) {
-    if (!c->amqp) return BUS_EUNAVAILABLE;
-    amqp_basic_consume_ok_t *ok = amqp_basic_consume(c->amqp, CH_FAST, amqp_cstring_bytes(queue), amqp_empty_bytes,
-                                                     0, no_ack, 0, amqp_empty_table);
-    int rc = check_rpc(c, queue);
-    if (rc != 0 || !ok) return BUS_EUNAVAILABLE;
-    consumer_t *k = calloc(1, sizeof *k);
-    if (!k) return BUS_EINTERNAL;
-    snprintf(k->tag, sizeof k->tag, "%.*s", (int)ok->consumer_tag.len, (char *)ok->consumer_tag.bytes);
-    k->channel = CH_FAST;
-    k->cb = cb;
-    k->data = data;
-    k->next = c->consumers;
-    c->consumers = k;
-    if (tag_out) snprintf(tag_out, tag_len, "%s", k->tag);
-    return 0;
+    return start_consumer(c, CH_FAST, queue, no_ack, 0, amqp_empty_table, cb, data, tag_out, tag_len);
 }
 
 void bus_conn_set_return_handler(bus_conn_t *c, void (*cb)(const char *, const char *, void *), void *data) {
@@ -856,34 +848,22 @@ int bus_conn_queue_info(bus_conn_t *c, const char *queue, uint32_t *messages, ui
 
 /* ---- publish and ack ---------------------------------------------------- */
 
+static void set_prop(amqp_basic_properties_t *props, amqp_flags_t flag, amqp_bytes_t *field, const char *value) {
+    if (!value) return;
+    props->_flags |= flag;
+    *field = amqp_cstring_bytes(value);
+}
+
 int bus_conn_publish(bus_conn_t *c, const bus_publish_t *p, bus_publish_cb cb, void *data) {
     if (!c->amqp || !c->up) return BUS_EUNAVAILABLE;
     amqp_basic_properties_t props;
     memset(&props, 0, sizeof props);
-    if (p->content_type) {
-        props._flags |= AMQP_BASIC_CONTENT_TYPE_FLAG;
-        props.content_type = amqp_cstring_bytes(p->content_type);
-    }
-    if (p->message_id) {
-        props._flags |= AMQP_BASIC_MESSAGE_ID_FLAG;
-        props.message_id = amqp_cstring_bytes(p->message_id);
-    }
-    if (p->correlation_id) {
-        props._flags |= AMQP_BASIC_CORRELATION_ID_FLAG;
-        props.correlation_id = amqp_cstring_bytes(p->correlation_id);
-    }
-    if (p->reply_to) {
-        props._flags |= AMQP_BASIC_REPLY_TO_FLAG;
-        props.reply_to = amqp_cstring_bytes(p->reply_to);
-    }
-    if (p->type) {
-        props._flags |= AMQP_BASIC_TYPE_FLAG;
-        props.type = amqp_cstring_bytes(p->type);
-    }
-    if (p->expiration_ms) {
-        props._flags |= AMQP_BASIC_EXPIRATION_FLAG;
-        props.expiration = amqp_cstring_bytes(p->expiration_ms);
-    }
+    set_prop(&props, AMQP_BASIC_CONTENT_TYPE_FLAG, &props.content_type, p->content_type);
+    set_prop(&props, AMQP_BASIC_MESSAGE_ID_FLAG, &props.message_id, p->message_id);
+    set_prop(&props, AMQP_BASIC_CORRELATION_ID_FLAG, &props.correlation_id, p->correlation_id);
+    set_prop(&props, AMQP_BASIC_REPLY_TO_FLAG, &props.reply_to, p->reply_to);
+    set_prop(&props, AMQP_BASIC_TYPE_FLAG, &props.type, p->type);
+    set_prop(&props, AMQP_BASIC_EXPIRATION_FLAG, &props.expiration, p->expiration_ms);
     props._flags |= AMQP_BASIC_TIMESTAMP_FLAG;
     props.timestamp = (uint64_t)(p->timestamp ? p->timestamp : (int64_t)time(NULL));
     props._flags |= AMQP_BASIC_DELIVERY_MODE_FLAG;
