@@ -187,6 +187,9 @@ int bus_rpc_call(bus_rpc_client_t *c, const char *service, const char *method, c
     p->data = data;
     p->started_ns = uv_hrtime();
     uv_timer_init(bus_conn_loop(c->conn), &p->timer);
+    /* calls may come from outside a loop callback (after a blocking connect):
+     * refresh the loop's clock so the timeout counts from now */
+    uv_update_time(bus_conn_loop(c->conn));
     p->timer.data = p;
     uv_timer_start(&p->timer, on_timeout, (uint64_t)timeout_ms, 0);
     c->timers_open++;

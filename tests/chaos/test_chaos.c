@@ -11,20 +11,6 @@
 #include "bus/publish.h"
 #include "bus/topology.h"
 
-static void on_slept(uv_timer_t *t) {
-    bus_request_t *req = t->data;
-    bus_reply_ok(req, cJSON_Duplicate(bus_request_params(req), 1));
-    uv_close((uv_handle_t *)t, (uv_close_cb)free);
-}
-
-/* Replies with its params after params.ms milliseconds. */
-static void m_slow(bus_request_t *req) {
-    const cJSON *ms = cJSON_GetObjectItem(bus_request_params(req), "ms");
-    uv_timer_t *t = malloc(sizeof *t);
-    uv_timer_init(bus_worker_loop(bus_request_worker(req)), t);
-    t->data = req;
-    uv_timer_start(t, on_slept, cJSON_IsNumber(ms) ? (uint64_t)ms->valuedouble : 1, 0);
-}
 
 typedef struct {
     uv_timer_t timer; /* first: the close callback frees the whole struct */
@@ -51,7 +37,7 @@ static void on_chaos_event(bus_event_t *ev) {
     uv_timer_start(&p->timer, on_event_timer, 3, 0);
 }
 
-static const bus_method_t methods[] = {{"slow", m_slow}, {NULL, NULL}};
+static const bus_method_t methods[] = {{"slow", bt_method_slow}, {NULL, NULL}};
 static const bus_subscription_t subs[] = {{"chaos.#", on_chaos_event}, {NULL, NULL}};
 static const bus_worker_def_t chaos = {.service = "chaos", .summary = "chaos test worker", .methods = methods,
                                        .subscriptions = subs};

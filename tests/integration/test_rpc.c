@@ -24,26 +24,11 @@ static void m_whoami(bus_request_t *req) {
     bus_reply_ok(req, d);
 }
 
-static void on_slept(uv_timer_t *t) {
-    bus_request_t *req = t->data;
-    cJSON *d = cJSON_CreateObject();
-    cJSON_AddBoolToObject(d, "slept", 1);
-    bus_reply_ok(req, d);
-    uv_close((uv_handle_t *)t, (uv_close_cb)free);
-}
-
-static void m_slow(bus_request_t *req) {
-    const cJSON *ms = cJSON_GetObjectItem(bus_request_params(req), "ms");
-    uv_timer_t *t = malloc(sizeof *t);
-    uv_timer_init(bus_worker_loop(bus_request_worker(req)), t);
-    t->data = req;
-    uv_timer_start(t, on_slept, cJSON_IsNumber(ms) ? (uint64_t)ms->valuedouble : 100, 0);
-}
 
 static void m_fail(bus_request_t *req) { bus_reply_error(req, BUS_EINTERNAL, "this method always fails"); }
 
 static const bus_method_t methods[] = {
-    {"echo", m_echo}, {"whoami", m_whoami}, {"slow", m_slow}, {"fail", m_fail}, {NULL, NULL}};
+    {"echo", m_echo}, {"whoami", m_whoami}, {"slow", bt_method_slow}, {"fail", m_fail}, {NULL, NULL}};
 static const bus_worker_def_t testrpc = {.service = "testrpc", .summary = "test worker", .methods = methods};
 
 static pid_t start_worker(const char *const *env) {

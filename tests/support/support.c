@@ -180,3 +180,19 @@ int bt_servers(const char *action) {
 }
 
 void bt_delete_queue(bt_client_t *c, const char *queue) { bus_conn_delete_queue(c->conn, queue); }
+
+static void on_slept(uv_timer_t *t) {
+    bus_request_t *req = t->data;
+    cJSON *d = cJSON_CreateObject();
+    cJSON_AddBoolToObject(d, "slept", 1);
+    bus_reply_ok(req, d);
+    uv_close((uv_handle_t *)t, (uv_close_cb)free);
+}
+
+void bt_method_slow(bus_request_t *req) {
+    const cJSON *ms = cJSON_GetObjectItem(bus_request_params(req), "ms");
+    uv_timer_t *t = malloc(sizeof *t);
+    uv_timer_init(bus_worker_loop(bus_request_worker(req)), t);
+    t->data = req;
+    uv_timer_start(t, on_slept, cJSON_IsNumber(ms) ? (uint64_t)ms->valuedouble : 100, 0);
+}

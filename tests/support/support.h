@@ -13,6 +13,10 @@
 #include "bus/rpc.h"
 #include "bus/worker.h"
 
+/* A method for test workers: answers {"slept":true} after params.ms
+ * milliseconds (default 100) on a timer, without blocking the loop. */
+void bt_method_slow(bus_request_t *req);
+
 /* Forks a child that runs bus_worker_main(def) with extra "NAME=value"
  * environment entries (NULL-terminated list, may be NULL). Returns its pid. */
 pid_t bt_spawn_worker(const bus_worker_def_t *def, const char *const *env);
