@@ -153,6 +153,8 @@ void gw_health_free(void);
 
 /* ---- openapi.c ---- */
 /* Builds the document from the registry (may be NULL). malloc'd, caller frees. */
+/* routes.c: 404/503 answered unless the service has a live instance (then 0). */
+int gw_require_live_service(gw_req_t *r);
 char *gw_openapi_build(const bus_schema_registry_t *reg, const char *schemas_dir, size_t *len);
 void gw_openapi(gw_req_t *r);
 

@@ -178,23 +178,10 @@ static void on_ping(int status, const char *reply, size_t len, void *data) {
 
 void gw_service_status(gw_req_t *r) {
     gw_t *gw = r->gw;
-    uint32_t consumers = 0;
-    int rc = gw_service_consumers(gw, r->service, &consumers);
-    if (rc == BUS_ENOT_FOUND) {
-        gw_fail(r, 404, "unknown service \"%s\"", r->service);
-        return;
-    }
-    if (rc != 0) {
-        gw_fail(r, 503, "the message broker is unavailable");
-        return;
-    }
-    if (consumers == 0) {
-        gw_fail(r, 503, "no live instance of service \"%s\"", r->service);
-        return;
-    }
+    if (gw_require_live_service(r) != 0) return;
     bus_rpc_call_opts_t opts = {.timeout_ms = gw->cfg.rpc_timeout_ms, .correlation_id = r->request_id,
                                 .caller = "bus-gateway"};
-    rc = bus_rpc_call(gw->rpc, r->service, "ping", "{}", 2, &opts, on_ping, r);
+    int rc = bus_rpc_call(gw->rpc, r->service, "ping", "{}", 2, &opts, on_ping, r);
     if (rc != 0) gw_fail(r, 503, "the message broker is unavailable");
 }
 

@@ -328,6 +328,26 @@ static void on_rpc_reply(int status, const char *reply, size_t len, void *data) 
         gw_fail(r, 503, "the broker connection was lost during the call");
     }
 }
+/* Answers 404 (no such service), 503 (broker down, or no consumer on the
+ * service's queue) and returns -1; 0 when an instance can take the call. */
+int gw_require_live_service(gw_req_t *r) {
+    uint32_t consumers = 0;
+    int rc = gw_service_consumers(r->gw, r->service, &consumers);
+    if (rc == BUS_ENOT_FOUND) {
+        gw_fail(r, 404, "unknown service \"%s\"", r->service);
+        return -1;
+    }
+    if (rc != 0) {
+        gw_fail(r, 503, "the message broker is unavailable");
+        return -1;
+    }
+    if (consumers == 0) {
+        gw_fail(r, 503, "no live instance of service \"%s\"", r->service);
+        return -1;
+    }
+    return 0;
+}
+
 
 static void rpc_run(gw_req_t *r) {
     gw_t *gw = r->gw;
@@ -360,24 +380,11 @@ static void rpc_run(gw_req_t *r) {
         }
     }
     cJSON_Delete(doc);
-    uint32_t consumers = 0;
-    int rc = gw_service_consumers(gw, r->service, &consumers);
-    if (rc == BUS_ENOT_FOUND) {
-        gw_fail(r, 404, "unknown service \"%s\"", r->service);
-        return;
-    }
-    if (rc != 0) {
-        gw_fail(r, 503, "the message broker is unavailable");
-        return;
-    }
-    if (consumers == 0) {
-        gw_fail(r, 503, "no live instance of service \"%s\"", r->service);
-        return;
-    }
+    if (gw_require_live_service(r) != 0) return;
     bus_rpc_call_opts_t opts = {.timeout_ms = gw->cfg.rpc_timeout_ms,
                                 .correlation_id = r->request_id,
                                 .caller = r->key_id[0] ? r->key_id : "anonymous"};
-    rc = bus_rpc_call(gw->rpc, r->service, r->method, body, len, &opts, on_rpc_reply, r);
+    int rc = bus_rpc_call(gw->rpc, r->service, r->method, body, len, &opts, on_rpc_reply, r);
     if (rc == BUS_EBAD_REQUEST) gw_fail(r, 404, "unknown service \"%s\"", r->service);
     else if (rc != 0) gw_fail(r, 503, "the message broker is unavailable");
 }

@@ -75,9 +75,11 @@ run_fuzz() { # seconds per target
     for t in "$BUILD"/fuzz/fuzz_*; do
         [ -x "$t" ] || continue
         local corpus="$BUILD/fuzz-corpus/$(basename "$t")"
+        local seeds="tests/fuzz/corpus/$(basename "$t" | sed 's/^fuzz_//')"   # committed seeds and regressions
         mkdir -p "$corpus"
+        [ -d "$seeds" ] || seeds=
         echo "== $t for ${secs}s"
-        if "$t" -max_total_time="$secs" -print_final_stats=0 -close_fd_mask=3 "$corpus" > "$BUILD/fuzz-$(basename "$t").log" 2>&1; then
+        if "$t" -max_total_time="$secs" -print_final_stats=0 -close_fd_mask=3 "$corpus" $seeds > "$BUILD/fuzz-$(basename "$t").log" 2>&1; then
             echo "ok   fuzz: $(basename "$t") (${secs}s, $(grep -c '' "$BUILD/fuzz-$(basename "$t").log") log lines)"
             passed=$((passed + 1))
         else

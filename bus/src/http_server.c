@@ -224,6 +224,10 @@ static void req_unref(bus_http_req_t *r) {
 }
 
 static int head_append(bus_http_req_t *r, const char *at, size_t n) {
+    /* `at` may point into r->head itself (the path is copied from the url):
+     * keep it as an offset across the reallocation */
+    int inside = at >= r->head && at < r->head + r->head_cap;
+    size_t at_off = inside ? (size_t)(at - r->head) : 0;
     if (r->head_len + n + 1 > r->head_cap) {
         size_t ncap = r->head_cap * 2;
         while (ncap < r->head_len + n + 1) ncap *= 2;
@@ -237,8 +241,9 @@ static int head_append(bus_http_req_t *r, const char *at, size_t n) {
         if (!np) return -1;
         r->head = np;
         r->head_cap = ncap;
+        if (inside) at = r->head + at_off;
     }
-    memcpy(r->head + r->head_len, at, n);
+    memmove(r->head + r->head_len, at, n);
     r->head_len += n;
     r->head[r->head_len] = '\0';
     return 0;
