@@ -252,29 +252,32 @@ static void on_batch(int status, const redisReply *reply, void *data) {
     on_counted(status, count, 0, data);
 }
 
+/* Sends the INCRBY of what was admitted for c without waiting. */
+static void send_batch(gw_t *gw, rl_client_t *c) {
+    int64_t n = c->unsent;
+    c->unsent = 0;
+    if (n <= 0) return;
+    rl_call_t *call = call_new();
+    char key[160], nbuf[24], wbuf[24];
+    snprintf(key, sizeof key, "bus:rl:%s:%lld", c->name, (long long)c->window);
+    snprintf(nbuf, sizeof nbuf, "%lld", (long long)n);
+    snprintf(wbuf, sizeof wbuf, "%lld", (long long)gw->rate_window_ms);
+    const char *argv[] = {"EVAL", incrby_script, "1", key, nbuf, wbuf};
+    if (call) *call = (rl_call_t){.c = c, .window = c->window, .gw = gw, .n = n};
+    if (!call || bus_redis_command_argv(gw->redis, 6, argv, NULL, on_batch, call) != 0) {
+        if (call) call_free(call);
+        c->local -= n;
+        bus_counter_inc(gw->m_rl_unavailable, (uint64_t)n);
+        return;
+    }
+    c->pending++;
+}
+
 static void on_flush(uv_prepare_t *p) {
     (void)p;
-    gw_t *gw = flush_gw;
     for (size_t i = 0; i < ndirty; i++) {
-        rl_client_t *c = dirty[i];
-        int64_t n = c->unsent;
-        c->unsent = 0;
-        c->dirty = 0;
-        if (n <= 0) continue;
-        rl_call_t *call = call_new();
-        char key[160], nbuf[24], wbuf[24];
-        snprintf(key, sizeof key, "bus:rl:%s:%lld", c->name, (long long)c->window);
-        snprintf(nbuf, sizeof nbuf, "%lld", (long long)n);
-        snprintf(wbuf, sizeof wbuf, "%lld", (long long)gw->rate_window_ms);
-        const char *argv[] = {"EVAL", incrby_script, "1", key, nbuf, wbuf};
-        if (call) *call = (rl_call_t){.c = c, .window = c->window, .gw = gw, .n = n};
-        if (!call || bus_redis_command_argv(gw->redis, 6, argv, NULL, on_batch, call) != 0) {
-            if (call) call_free(call);
-            c->local -= n;
-            bus_counter_inc(gw->m_rl_unavailable, (uint64_t)n);
-            continue;
-        }
-        c->pending++;
+        dirty[i]->dirty = 0;
+        send_batch(flush_gw, dirty[i]);
     }
     ndirty = 0;
 }
@@ -312,6 +315,9 @@ void gw_rate_limit(gw_req_t *r) {
         r->next(r);
         return;
     }
+    /* requests of this client admitted earlier in this iteration reach Redis
+     * first (one connection keeps the order), so this count includes them */
+    if (c && c->unsent > 0) send_batch(gw, c);
     rl_call_t *call = call_new();
     if (!call) {
         unavailable(r);
