@@ -48,11 +48,19 @@ run_dir() { # tests/unit etc.
 }
 
 servers_dir=$(pwd)/$BUILD/test-servers
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 start_servers() {
-    export BUS_LOCAL_AMQP_PORT=${BUS_TEST_AMQP_PORT:-37672}
-    export BUS_LOCAL_DIST_PORT=${BUS_TEST_DIST_PORT:-37673}
-    export BUS_LOCAL_STREAM_PORT=${BUS_TEST_STREAM_PORT:-37674}
-    export BUS_LOCAL_REDIS_PORT=${BUS_TEST_REDIS_PORT:-37679}
+    # 37672.. by default; when another run holds them, the next free block of ten
+    local base=${BUS_TEST_PORT_BASE:-37670}
+    for _ in 1 2 3 4 5 6 7 8; do
+        port_busy $((base + 2)) || port_busy $((base + 3)) || port_busy $((base + 9)) || break
+        echo "ports $((base + 2))/$((base + 9)) are taken; trying $((base + 12))"
+        base=$((base + 10))
+    done
+    export BUS_LOCAL_AMQP_PORT=${BUS_TEST_AMQP_PORT:-$((base + 2))}
+    export BUS_LOCAL_DIST_PORT=${BUS_TEST_DIST_PORT:-$((base + 3))}
+    export BUS_LOCAL_STREAM_PORT=${BUS_TEST_STREAM_PORT:-$((base + 4))}
+    export BUS_LOCAL_REDIS_PORT=${BUS_TEST_REDIS_PORT:-$((base + 9))}
     rm -rf "$servers_dir"
     mkdir -p "$servers_dir"
     trap stop_servers EXIT
