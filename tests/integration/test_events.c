@@ -265,25 +265,16 @@ static void test_other_bots_publish_with_busctl_and_plain_amqp(void) {
 /* With a schema for the type, an invalid event never reaches the handler:
  * it is dead-lettered with the failing path. */
 static void test_schema_violation_never_reaches_handler(void) {
-    char dir[512];
-    snprintf(dir, sizeof dir, "%s/schemas-events-XXXXXX", getenv("BUS_TEST_TMPDIR") ? getenv("BUS_TEST_TMPDIR") : "/tmp");
-    CHECK(mkdtemp(dir) != NULL);
-    char path[600];
-    snprintf(path, sizeof path, "%s/events", dir);
-    CHECK(mkdir(path, 0755) == 0);
-    snprintf(path, sizeof path, "%s/events/testev.typed.json", dir);
-    FILE *f = fopen(path, "w");
-    CHECK(f != NULL);
-    fputs("{\"type\":\"object\",\"required\":[\"n\"],\"properties\":{\"n\":{\"type\":\"integer\",\"maximum\":9}}}", f);
-    fclose(f);
+    char env_dir[700];
+    bt_schema_dir("events/testev.typed.json",
+                  "{\"type\":\"object\",\"required\":[\"n\"],\"properties\":{\"n\":{\"type\":\"integer\",\"maximum\":9}}}",
+                  env_dir, sizeof env_dir);
     memset(&seen, 0, sizeof seen);
     memset(&dead, 0, sizeof dead);
     bt_client_t c;
     bt_client_open(&c);
     bt_delete_queue(&c, "events.testev");
     bt_delete_queue(&c, "dead.testev");
-    char env_dir[700];
-    snprintf(env_dir, sizeof env_dir, "BUS_SCHEMAS_DIR=%s", dir);
     const char *env[] = {env_dir, NULL};
     pid_t w = bt_spawn_worker(&testev, env);
     CHECK(bt_wait_ping("testev", 15000) == 0);

@@ -234,16 +234,8 @@ static void test_bad_env_value_stops_at_start(void) {
     pid = bt_spawn_program(argv, env2, NULL);
     CHECK_INT(bt_wait_exit(pid, 5000), 2);
     /* a broken schema stops the program at start, naming the file and the place */
-    char dir[512], file[600], env_dir[600];
-    snprintf(dir, sizeof dir, "%s/broken-schemas-XXXXXX", getenv("BUS_TEST_TMPDIR") ? getenv("BUS_TEST_TMPDIR") : "/tmp");
-    CHECK(mkdtemp(dir) != NULL);
-    snprintf(file, sizeof file, "%s/events", dir);
-    CHECK(mkdir(file, 0755) == 0);
-    snprintf(file, sizeof file, "%s/events/x.y.json", dir);
-    FILE *sf = fopen(file, "w");
-    fputs("{\"properties\":{\"rank\":{\"enum\":\"R1\"}}}", sf);
-    fclose(sf);
-    snprintf(env_dir, sizeof env_dir, "BUS_SCHEMAS_DIR=%s", dir);
+    char env_dir[700];
+    bt_schema_dir("events/x.y.json", "{\"properties\":{\"rank\":{\"enum\":\"R1\"}}}", env_dir, sizeof env_dir);
     const char *env3[] = {env_dir, NULL};
     unlink(log);
     pid = bt_spawn_program(argv, env3, log);
@@ -307,20 +299,11 @@ static void test_worker_metrics_endpoint(void) {
 /* With a params schema, an invalid request gets `invalid` (422) with the
  * paths, and the handler never runs. */
 static void test_invalid_params_never_reach_handler(void) {
-    char dir[512];
-    snprintf(dir, sizeof dir, "%s/schemas-rpc-XXXXXX", getenv("BUS_TEST_TMPDIR") ? getenv("BUS_TEST_TMPDIR") : "/tmp");
-    CHECK(mkdtemp(dir) != NULL);
-    char path[600];
-    snprintf(path, sizeof path, "%s/rpc", dir);
-    CHECK(mkdir(path, 0755) == 0);
-    snprintf(path, sizeof path, "%s/rpc/testrpc.fail.json", dir);
-    FILE *f = fopen(path, "w");
-    CHECK(f != NULL);
-    fputs("{\"definitions\":{\"params\":{\"type\":\"object\",\"required\":[\"rank\"],\"additionalProperties\":false,"
-          "\"properties\":{\"rank\":{\"enum\":[\"R1\",\"R2\",\"R3\",\"R4\",\"R5\"]}}}}}", f);
-    fclose(f);
     char env_dir[700];
-    snprintf(env_dir, sizeof env_dir, "BUS_SCHEMAS_DIR=%s", dir);
+    bt_schema_dir("rpc/testrpc.fail.json",
+                  "{\"definitions\":{\"params\":{\"type\":\"object\",\"required\":[\"rank\"],\"additionalProperties\":false,"
+                  "\"properties\":{\"rank\":{\"enum\":[\"R1\",\"R2\",\"R3\",\"R4\",\"R5\"]}}}}}",
+                  env_dir, sizeof env_dir);
     const char *env[] = {env_dir, NULL};
     pid_t w = start_worker(env);
     bt_client_t c;

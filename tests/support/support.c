@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -195,4 +196,22 @@ void bt_method_slow(bus_request_t *req) {
     uv_timer_init(bus_worker_loop(bus_request_worker(req)), t);
     t->data = req;
     uv_timer_start(t, on_slept, cJSON_IsNumber(ms) ? (uint64_t)ms->valuedouble : 100, 0);
+}
+
+void bt_schema_dir(const char *relpath, const char *json, char *env_out, size_t env_len) {
+    char dir[512], path[1024];
+    const char *tmp = getenv("BUS_TEST_TMPDIR");
+    snprintf(dir, sizeof dir, "%s/schemas-XXXXXX", tmp ? tmp : "/tmp");
+    CHECK(mkdtemp(dir) != NULL);
+    const char *slash = strchr(relpath, '/');
+    if (slash) {
+        snprintf(path, sizeof path, "%s/%.*s", dir, (int)(slash - relpath), relpath);
+        CHECK(mkdir(path, 0755) == 0);
+    }
+    snprintf(path, sizeof path, "%s/%s", dir, relpath);
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    fputs(json, f);
+    fclose(f);
+    snprintf(env_out, env_len, "BUS_SCHEMAS_DIR=%s", dir);
 }

@@ -17,6 +17,11 @@
  * milliseconds (default 100) on a timer, without blocking the loop. */
 void bt_method_slow(bus_request_t *req);
 
+/* Makes a fresh schemas directory under $BUS_TEST_TMPDIR holding one file
+ * (relpath such as "events/x.y.json" or "rpc/s.m.json") with `json`, and
+ * writes "BUS_SCHEMAS_DIR=<dir>" into env_out, ready for a worker's env. */
+void bt_schema_dir(const char *relpath, const char *json, char *env_out, size_t env_len);
+
 /* Forks a child that runs bus_worker_main(def) with extra "NAME=value"
  * environment entries (NULL-terminated list, may be NULL). Returns its pid. */
 pid_t bt_spawn_worker(const bus_worker_def_t *def, const char *const *env);
