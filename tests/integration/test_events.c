@@ -4,7 +4,6 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "../support/support.h"
@@ -63,7 +62,7 @@ static void on_confirm(int status, void *data) {
 }
 
 /* Starts the worker (fresh queues) and a client that watches test.seen and dead.testev. */
-static pid_t setup(bt_client_t *c) {
+static pid_t setup_with(bt_client_t *c, const char *extra_env) {
     memset(&seen, 0, sizeof seen);
     memset(&dead, 0, sizeof dead);
     confirmed = 0;
@@ -71,7 +70,7 @@ static pid_t setup(bt_client_t *c) {
     bt_delete_queue(c, "events.testev");
     bt_delete_queue(c, "dead.testev");
     bt_delete_queue(c, "retry.testev");
-    const char *env[] = {"BUS_RETRY_DELAY_MS=50", "BUS_MAX_ATTEMPTS=3", NULL};
+    const char *env[] = {"BUS_RETRY_DELAY_MS=50", "BUS_MAX_ATTEMPTS=3", extra_env, NULL};
     pid_t w = bt_spawn_worker(&testev, env);
     CHECK(bt_wait_ping("testev", 15000) == 0);
     bus_queue_options_t tmp = {.exclusive = 1, .auto_delete = 1};
@@ -81,6 +80,8 @@ static pid_t setup(bt_client_t *c) {
     CHECK(bus_conn_consume(c->conn, "dead.testev", 0, 0, amqp_empty_table, on_inbox, &dead, NULL, 0) == 0);
     return w;
 }
+
+static pid_t setup(bt_client_t *c) { return setup_with(c, NULL); }
 
 static void publish_event(bt_client_t *c, const char *type, const char *subject, const char *json) {
     bus_envelope_t env = {0};
@@ -269,20 +270,8 @@ static void test_schema_violation_never_reaches_handler(void) {
     bt_schema_dir("events/testev.typed.json",
                   "{\"type\":\"object\",\"required\":[\"n\"],\"properties\":{\"n\":{\"type\":\"integer\",\"maximum\":9}}}",
                   env_dir, sizeof env_dir);
-    memset(&seen, 0, sizeof seen);
-    memset(&dead, 0, sizeof dead);
     bt_client_t c;
-    bt_client_open(&c);
-    bt_delete_queue(&c, "events.testev");
-    bt_delete_queue(&c, "dead.testev");
-    const char *env[] = {env_dir, NULL};
-    pid_t w = bt_spawn_worker(&testev, env);
-    CHECK(bt_wait_ping("testev", 15000) == 0);
-    bus_queue_options_t tmp = {.exclusive = 1, .auto_delete = 1};
-    CHECK(bus_conn_declare_queue(c.conn, "test.seen.inbox", &tmp) == 0);
-    CHECK(bus_conn_bind(c.conn, "test.seen.inbox", BUS_EXCHANGE_EVENTS, "testseen.handled") == 0);
-    CHECK(bus_conn_consume(c.conn, "test.seen.inbox", 0, 1, amqp_empty_table, on_inbox, &seen, NULL, 0) == 0);
-    CHECK(bus_conn_consume(c.conn, "dead.testev", 0, 0, amqp_empty_table, on_inbox, &dead, NULL, 0) == 0);
+    pid_t w = setup_with(&c, env_dir);
     publish_event(&c, "testev.typed", "ok", "{\"n\":\"seven\"}");
     publish_event(&c, "testev.typed", "ok", "{\"n\":12}");
     publish_event(&c, "testev.typed", "ok", "{}");
