@@ -34,6 +34,7 @@ typedef struct {
 
 typedef struct bus__sreq {
     uv_work_t work;
+    struct bus__sreq *wnext; /* the store's queue of writes waiting for the next group */
     bus_store_t *store;
     bus__sreq_kind_t kind;
     /* inputs (owned copies) */
@@ -65,6 +66,12 @@ typedef struct {
     int (*declare)(void *impl, const char *coll, const char *const *idx, const char *const *uniq, char *err,
                    size_t errlen);
     void (*exec)(void *impl, bus__sreq_t *r); /* on a pool thread */
+    /* Group commit (optional): runs the write requests reqs[0..n) on one pool
+     * thread, in order, in one transaction, each one all-or-nothing by itself
+     * (a failed request leaves no trace and does not fail the others), and
+     * makes them durable together. When set, store.c hands it every write
+     * (see bus__store_is_write) and never passes a write to exec(). */
+    void (*exec_group)(void *impl, bus__sreq_t **reqs, size_t n);
     void (*close)(void *impl);                /* nothing in flight */
 } bus__store_backend_t;
 
@@ -75,6 +82,9 @@ extern const bus__store_backend_t bus__store_sqlite_backend;
 extern const bus__store_backend_t bus__store_mongo_backend;
 
 /* Helpers shared by the backends (store.c). */
+/* 1 for the kinds that change data (insert, replace, update, delete, claim,
+ * batch, prune), else 0. */
+int bus__store_is_write(bus__sreq_kind_t kind);
 /* 1 when `p` is a valid dotted field path ("a.b_c"), else 0. */
 int bus__store_path_ok(const char *p);
 /* A malloc'd document: the parsed body plus "_id" and "_v". body is consumed. */

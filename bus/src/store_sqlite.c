@@ -10,11 +10,14 @@
  * Every pool thread has its own connection (found through a thread-local
  * table keyed by the store's unique id, never shared between threads); a
  * busy timeout makes writers of this and other processes queue for the write
- * lock instead of failing. Multi-statement writes use BEGIN IMMEDIATE so the
- * write lock is taken up front (a deferred transaction upgrading from read to
- * write could fail with SQLITE_BUSY without waiting). Single-statement
- * conditional writes (UPDATE ... WHERE v = ? RETURNING) are atomic by
- * themselves, and so is the claim (UPDATE ... WHERE id = (SELECT ... LIMIT 1)).
+ * lock instead of failing. Writes reach this file in groups (group commit,
+ * see store.c): one BEGIN IMMEDIATE transaction per group, so the write lock
+ * is taken up front (a deferred transaction upgrading from read to write
+ * could fail with SQLITE_BUSY without waiting), one savepoint per request so
+ * each stays all-or-nothing by itself, and one COMMIT, i.e. one fsync, for
+ * the group. Conditional writes (UPDATE ... WHERE v = ? RETURNING) and the
+ * claim (UPDATE ... WHERE id = (SELECT ... LIMIT 1)) are single statements,
+ * and a later request of a group sees the effects of the earlier ones.
  */
 #include <pthread.h>
 #include <sqlite3.h>
@@ -657,9 +660,10 @@ static int op_foau(conn_t *c, bus__sreq_t *r) {
     return e;
 }
 
+/* The operations of one atomic batch; runs inside the group's transaction
+ * and savepoint (sq_exec_group), which undo it all when one fails. */
 static int op_batch(conn_t *c, bus__sreq_t *r) {
-    int e = exec_simple(c, "BEGIN IMMEDIATE");
-    if (e) return e;
+    int e = 0;
     for (size_t i = 0; i < r->nops && !e; i++) {
         bus__sop_t *o = &r->ops[i];
         switch (o->kind) {
@@ -680,15 +684,6 @@ static int op_batch(conn_t *c, bus__sreq_t *r) {
         }
         if (e) r->failed = (long)i;
     }
-    if (e) {
-        exec_simple(c, "ROLLBACK");
-        return e;
-    }
-    e = exec_simple(c, "COMMIT");
-    if (e) {
-        r->failed = -1;
-        if (!sqlite3_get_autocommit(c->db)) exec_simple(c, "ROLLBACK");
-    }
     return e;
 }
 
@@ -703,13 +698,8 @@ static int op_prune(conn_t *c, bus__sreq_t *r) {
     return 0;
 }
 
-static void sq_exec(void *impl, bus__sreq_t *r) {
-    sq_t *sq = impl;
-    conn_t *c = conn_get(sq);
-    if (!c) {
-        r->status = BUS_EUNAVAILABLE;
-        return;
-    }
+/* Runs one request on c, setting its status and outputs. */
+static void run(conn_t *c, bus__sreq_t *r) {
     int64_t v = 0;
     switch (r->kind) {
     case BUS__SREQ_GET:
@@ -751,6 +741,68 @@ static void sq_exec(void *impl, bus__sreq_t *r) {
     case BUS__SREQ_PING:
         r->status = exec_simple(c, "SELECT count(*) FROM _bus_processed WHERE 0");
         break;
+    }
+}
+
+static void sq_exec_group(void *impl, bus__sreq_t **reqs, size_t n);
+
+/* Reads run here, on any pool thread, in parallel with the writer. */
+static void sq_exec(void *impl, bus__sreq_t *r) {
+    if (bus__store_is_write(r->kind)) { /* store.c sends writes to exec_group */
+        sq_exec_group(impl, &r, 1);
+        return;
+    }
+    conn_t *c = conn_get(impl);
+    if (!c) {
+        r->status = BUS_EUNAVAILABLE;
+        return;
+    }
+    run(c, r);
+}
+
+/* Fails every request of the group that has not failed by itself. */
+static void group_fail(bus__sreq_t **reqs, size_t n, int e) {
+    for (size_t i = 0; i < n; i++)
+        if (reqs[i]->status == 0) {
+            reqs[i]->status = e;
+            reqs[i]->failed = -1;
+        }
+}
+
+/* Group commit: one BEGIN IMMEDIATE ... COMMIT (one WAL fsync at
+ * synchronous=FULL) for all the requests; each runs in a savepoint, so a
+ * request that fails (a version conflict, a duplicate id) is undone alone.
+ * When the commit fails, none is stored and all report the error. */
+static void sq_exec_group(void *impl, bus__sreq_t **reqs, size_t n) {
+    conn_t *c = conn_get(impl);
+    int e = c ? exec_simple(c, "BEGIN IMMEDIATE") : BUS_EUNAVAILABLE;
+    if (e) {
+        group_fail(reqs, n, e);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        bus__sreq_t *r = reqs[i];
+        if ((e = exec_simple(c, "SAVEPOINT w"))) {
+            r->status = e;
+            continue;
+        }
+        run(c, r);
+        if (r->status) exec_simple(c, "ROLLBACK TO w");
+        if (sqlite3_get_autocommit(c->db)) {
+            /* An I/O error or a full disk ended the whole transaction: the
+             * earlier requests are gone with it, and the later ones must not
+             * run outside a transaction. */
+            int why = r->status ? r->status : BUS_EUNAVAILABLE;
+            for (size_t j = i + 1; j < n; j++) reqs[j]->status = why;
+            group_fail(reqs, i + 1, why);
+            return;
+        }
+        exec_simple(c, "RELEASE w");
+    }
+    e = exec_simple(c, "COMMIT");
+    if (e) {
+        if (!sqlite3_get_autocommit(c->db)) exec_simple(c, "ROLLBACK");
+        group_fail(reqs, n, e);
     }
 }
 
@@ -881,5 +933,6 @@ const bus__store_backend_t bus__store_sqlite_backend = {
     .name = "sqlite",
     .declare = sq_declare,
     .exec = sq_exec,
+    .exec_group = sq_exec_group,
     .close = sq_close,
 };

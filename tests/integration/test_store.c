@@ -627,6 +627,77 @@ static void t_claim_procs(const char *be) {
     CHECK(per[0] > 0 && per[1] > 0);
 }
 
+/* Many writes in flight at once (on SQLite they share group commits): each
+ * succeeds or fails by itself, a failed batch leaves nothing behind, and no
+ * write is lost. */
+static void t_many_writes(const char *be) {
+    if (!use_backend(be)) return;
+    bus_store_t *s = open_store();
+    const char *coll = C("many");
+    declare(s, coll, NULL, NULL);
+    for (int i = 0; i < 10; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "x%03d", i * 10);
+        CHECK_INT(insert(s, coll, id, "{\"pre\":true}", NULL), 0);
+    }
+    CHECK_INT(insert(s, coll, "ctr", "{\"n\":-1}", NULL), 0);
+
+    enum { NI = 100, NB = 20, NU = 30 };
+    static res_t ri[NI], rb[NB], ru[NU];
+    memset(ri, 0, sizeof ri), memset(rb, 0, sizeof rb), memset(ru, 0, sizeof ru);
+    cJSON *doc = J("{\"pre\":false}");
+    char bid[NB][16];
+    for (int i = 0; i < NI; i++) { /* interleaved, nothing awaited */
+        char id[16];
+        snprintf(id, sizeof id, "x%03d", i);
+        CHECK_INT(bus_store_insert(s, coll, id, doc, doc_cb, &ri[i]), 0);
+        if (i < NB) { /* even batches fail at their second operation */
+            snprintf(bid[i], sizeof bid[i], "b%02d", i);
+            bus_store_op_t ops[] = {
+                {BUS_STORE_OP_INSERT, coll, bid[i], 0, doc},
+                {BUS_STORE_OP_UPDATE, coll, i % 2 ? "ctr" : "absent", BUS_STORE_ANY_VERSION, doc},
+            };
+            rb[i].nops = 2;
+            CHECK_INT(bus_store_batch(s, ops, 2, batch_cb, &rb[i]), 0);
+        }
+        if (i < NU) {
+            char patch[32];
+            snprintf(patch, sizeof patch, "{\"n\":%d}", i);
+            cJSON *p = J(patch);
+            CHECK_INT(bus_store_update(s, coll, "ctr", BUS_STORE_ANY_VERSION, p, doc_cb, &ru[i]), 0);
+            cJSON_Delete(p);
+        }
+    }
+    cJSON_Delete(doc);
+    for (int i = 0; i < NI; i++) {
+        wait_for(&ri[i]);
+        CHECK_INT(ri[i].status, i % 10 == 0 ? BUS_ECONFLICT : 0);
+        res_clear(&ri[i]);
+    }
+    for (int i = 0; i < NB; i++) {
+        wait_for(&rb[i]);
+        CHECK_INT(rb[i].status, i % 2 ? 0 : BUS_ENOT_FOUND);
+        CHECK_INT(rb[i].failed, i % 2 ? -1 : 1);
+        CHECK_INT(get(s, coll, bid[i], NULL), i % 2 ? 0 : BUS_ENOT_FOUND);
+        res_clear(&rb[i]);
+    }
+    for (int i = 0; i < NU; i++) {
+        wait_for(&ru[i]);
+        CHECK_INT(ru[i].status, 0);
+        res_clear(&ru[i]);
+    }
+    /* every insert stored once; the counter saw 30 updates and 10 batches */
+    res_t rc = {0};
+    CHECK_INT(bus_store_count(s, coll, NULL, count_cb, &rc), 0);
+    wait_for(&rc);
+    CHECK_INT(rc.count, NI + NB / 2 + 1);
+    cJSON *ctr;
+    CHECK_INT(get(s, coll, "ctr", &ctr), 0);
+    CHECK_INT(vof(ctr), 1 + NU + NB / 2);
+    cJSON_Delete(ctr);
+    close_store(s);
+}
+
 /* Transfer leadership: two memberships and the alliance change together,
  * with the processed marker of the request, all or nothing. */
 static void t_batch(const char *be) {
@@ -874,9 +945,10 @@ DEF(t_find)
 DEF(t_claim_inproc)
 DEF(t_claim_procs)
 DEF(t_batch)
+DEF(t_many_writes)
 DEF(t_restart)
 
 BUS_TESTS({"open_errors", t_open_errors, 20}, {"runtime_unavailable", t_runtime_unavailable, 20},
           BOTH("crud", t_crud, 20), BOTH("unique", t_unique, 20), BOTH("find", t_find, 30),
           BOTH("claim_inproc", t_claim_inproc, 20), BOTH("claim_two_processes", t_claim_procs, 60),
-          BOTH("batch_exactly_once", t_batch, 20), BOTH("restart", t_restart, 20))
+          BOTH("batch_exactly_once", t_batch, 20), BOTH("many_writes", t_many_writes, 30), BOTH("restart", t_restart, 20))
