@@ -4,6 +4,8 @@
 
 #include <amqp_tcp_socket.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +51,8 @@ struct bus_conn {
     int started;
     int closing;
     int pumping;
+    int corked;          /* TCP_CORK is set on the socket (see cork()) */
+    int sends_this_turn; /* publishes/acks since the last uncork */
     int admin_channel_open;
     int backoff_ms;
     uint64_t generation;
@@ -122,9 +126,32 @@ static void on_handle_closed(uv_handle_t *h) {
     if (cb) cb(data);
 }
 
+/* Write coalescing. rabbitmq-c writes every publish and every ack to the
+ * socket at once, one TCP push each; under load a loop turn makes dozens
+ * (a burst of replies answered, each with its ack). The second send of a
+ * turn sets TCP_CORK, so the rest of the turn's frames queue in the kernel,
+ * and the prepare handle (which runs before the loop waits for I/O) lifts
+ * it, sending them in a few full segments. A lone send still leaves at
+ * once, and nothing waits past the end of the turn. The synchronous calls
+ * (declare, consume, queue info) uncork first: they wait for an answer. */
+static void cork(bus_conn_t *c) {
+    if (c->corked || c->sends_this_turn++ == 0) return;
+    int one = 1;
+    if (setsockopt(amqp_get_sockfd(c->amqp), IPPROTO_TCP, TCP_CORK, &one, sizeof one) == 0) c->corked = 1;
+}
+
+static void uncork(bus_conn_t *c) {
+    c->sends_this_turn = 0;
+    if (!c->corked) return;
+    c->corked = 0;
+    int zero = 0;
+    if (c->amqp) setsockopt(amqp_get_sockfd(c->amqp), IPPROTO_TCP, TCP_CORK, &zero, sizeof zero);
+}
+
 static void on_prepare(uv_prepare_t *p) {
     bus_conn_t *c = p->data;
     if (c->amqp && (amqp_frames_enqueued(c->amqp) || amqp_data_in_buffer(c->amqp))) pump(c);
+    if (c->amqp) uncork(c);
 }
 
 static void on_heartbeat_timer(uv_timer_t *t) {
@@ -363,6 +390,8 @@ static void teardown(bus_conn_t *c, int err, const char *why) {
     }
     uv_prepare_stop(&c->prepare);
     uv_timer_stop(&c->heartbeat_timer);
+    c->corked = 0;
+    c->sends_this_turn = 0;
     if (err == 0) { /* clean close */
         amqp_channel_close(st, CH, AMQP_REPLY_SUCCESS);
         amqp_connection_close(st, AMQP_REPLY_SUCCESS);
@@ -705,6 +734,7 @@ static int check_rpc(bus_conn_t *c, const char *what) {
 
 int bus_conn_declare_exchange(bus_conn_t *c, const char *name, const char *type) {
     if (!c->amqp) return BUS_EUNAVAILABLE;
+    uncork(c);
     amqp_exchange_declare(c->amqp, CH, amqp_cstring_bytes(name), amqp_cstring_bytes(type), 0, 1, 0, 0,
                           amqp_empty_table);
     return check_rpc(c, name);
@@ -712,6 +742,7 @@ int bus_conn_declare_exchange(bus_conn_t *c, const char *name, const char *type)
 
 int bus_conn_declare_queue(bus_conn_t *c, const char *name, const bus_queue_options_t *o) {
     if (!c->amqp) return BUS_EUNAVAILABLE;
+    uncork(c);
     amqp_table_entry_t entries[6];
     int n = 0;
     if (o->queue_type && strcmp(o->queue_type, "classic") != 0) {
@@ -751,6 +782,7 @@ int bus_conn_declare_queue(bus_conn_t *c, const char *name, const bus_queue_opti
 
 int bus_conn_bind(bus_conn_t *c, const char *queue, const char *exchange, const char *key) {
     if (!c->amqp) return BUS_EUNAVAILABLE;
+    uncork(c);
     amqp_queue_bind(c->amqp, CH, amqp_cstring_bytes(queue), amqp_cstring_bytes(exchange), amqp_cstring_bytes(key),
                     amqp_empty_table);
     return check_rpc(c, queue);
@@ -760,6 +792,7 @@ int bus_conn_bind(bus_conn_t *c, const char *queue, const char *exchange, const 
 static int start_consumer(bus_conn_t *c, amqp_channel_t channel, const char *queue, int no_ack, int exclusive,
                           amqp_table_t args, bus_msg_cb cb, void *data, char *tag_out, size_t tag_len) {
     if (!c->amqp) return BUS_EUNAVAILABLE;
+    uncork(c);
     amqp_basic_consume_ok_t *ok =
         amqp_basic_consume(c->amqp, channel, amqp_cstring_bytes(queue), amqp_empty_bytes, 0, no_ack, exclusive, args);
     int rc = check_rpc(c, queue);
@@ -793,6 +826,7 @@ void bus_conn_set_return_handler(bus_conn_t *c, void (*cb)(const char *, const c
 
 int bus_conn_cancel(bus_conn_t *c, const char *tag) {
     if (!c->amqp) return BUS_EUNAVAILABLE;
+    uncork(c);
     consumer_t *k = find_consumer(c, tag, strlen(tag));
     amqp_basic_cancel(c->amqp, k ? (amqp_channel_t)k->channel : CH, amqp_cstring_bytes(tag));
     int rc = check_rpc(c, "basic.cancel");
@@ -801,6 +835,7 @@ int bus_conn_cancel(bus_conn_t *c, const char *tag) {
 }
 
 static int open_admin_channel(bus_conn_t *c) {
+    uncork(c);
     if (c->admin_channel_open) return 0;
     amqp_channel_open(c->amqp, CH_ADMIN);
     if (check_rpc(c, "admin channel") != 0) return BUS_EUNAVAILABLE;
@@ -864,10 +899,17 @@ int bus_conn_publish(bus_conn_t *c, const bus_publish_t *p, bus_publish_cb cb, v
     set_prop(&props, AMQP_BASIC_REPLY_TO_FLAG, &props.reply_to, p->reply_to);
     set_prop(&props, AMQP_BASIC_TYPE_FLAG, &props.type, p->type);
     set_prop(&props, AMQP_BASIC_EXPIRATION_FLAG, &props.expiration, p->expiration_ms);
-    props._flags |= AMQP_BASIC_TIMESTAMP_FLAG;
-    props.timestamp = (uint64_t)(p->timestamp ? p->timestamp : (int64_t)time(NULL));
-    props._flags |= AMQP_BASIC_DELIVERY_MODE_FLAG;
-    props.delivery_mode = p->persistent ? AMQP_DELIVERY_PERSISTENT : AMQP_DELIVERY_NONPERSISTENT;
+    /* Events carry their time and delivery mode; RPC traffic (unconfirmed)
+     * carries only what it needs: every property costs the broker and the
+     * receiver a decode, and a missing delivery_mode means transient. */
+    if (p->timestamp || !p->unconfirmed) {
+        props._flags |= AMQP_BASIC_TIMESTAMP_FLAG;
+        props.timestamp = (uint64_t)(p->timestamp ? p->timestamp : (int64_t)time(NULL));
+    }
+    if (p->persistent || !p->unconfirmed) {
+        props._flags |= AMQP_BASIC_DELIVERY_MODE_FLAG;
+        props.delivery_mode = p->persistent ? AMQP_DELIVERY_PERSISTENT : AMQP_DELIVERY_NONPERSISTENT;
+    }
     amqp_table_entry_t entries[33];
     size_t n = 0;
     for (size_t i = 0; i < p->nheaders && n < 32; i++) {
@@ -886,6 +928,7 @@ int bus_conn_publish(bus_conn_t *c, const bus_publish_t *p, bus_publish_cb cb, v
         props.headers.entries = entries;
     }
     amqp_bytes_t body = {p->len, (void *)p->body};
+    cork(c);
     if (p->unconfirmed) {
         int rc = amqp_basic_publish(c->amqp, CH_FAST, amqp_cstring_bytes(p->exchange ? p->exchange : ""),
                                     amqp_cstring_bytes(p->routing_key ? p->routing_key : ""), p->mandatory, 0,
@@ -923,6 +966,7 @@ static void finish_msg(bus_msg_t *m, int ack, int requeue) {
     bus_conn_t *c = m->conn;
     if (c && c->amqp && c->generation == m->generation) {
         amqp_channel_t ch = m->channel ? (amqp_channel_t)m->channel : CH;
+        cork(c);
         int rc = ack ? amqp_basic_ack(c->amqp, ch, m->delivery_tag, 0)
                      : amqp_basic_nack(c->amqp, ch, m->delivery_tag, 0, requeue);
         if (rc != AMQP_STATUS_OK) teardown(c, BUS_EUNAVAILABLE, amqp_error_string2(rc));

@@ -51,10 +51,7 @@ static void send_reply(bus_request_t *r, const char *body, size_t len, int err) 
         .body = body,
         .len = len,
         .content_type = "application/json",
-        .correlation_id = r->msg->correlation_id,
-        .headers = (bus_header_t[]){{BUS_HDR_CORRELATION, strlen(BUS_HDR_CORRELATION), r->correlation,
-                                     strlen(r->correlation)}},
-        .nheaders = 1,
+        .correlation_id = r->msg->correlation_id, /* all a caller needs to match it */
         .unconfirmed = 1,
     };
     /* The ack follows the reply on the same channel, so the broker has the
@@ -154,8 +151,18 @@ void bus__worker_on_request(bus_msg_t *msg, void *data) {
     r->started_ns = uv_hrtime();
     const char *corr = bus_msg_header(msg, BUS_HDR_CORRELATION);
     r->correlation = corr && *corr ? corr : bus_request_id(r);
+    /* Through bus.rpc the routing key names the method ("alliances.ping");
+     * straight to the queue through the default exchange (libbus clients,
+     * any bot that prefers it) the routing key is the queue name and the
+     * method is in `type`. */
     size_t slen = strlen(w->def->service);
-    const char *key = msg->routing_key;
+    const char *key = *msg->exchange ? msg->routing_key : msg->type;
+    if (!*key) {
+        r->method = "";
+        bus_reply_error(r, BUS_ENOT_FOUND, "no method: publish to %s with routing key %s.<method>, or to %s with "
+                        "type %s.<method>", BUS_EXCHANGE_RPC, w->def->service, msg->routing_key, w->def->service);
+        return;
+    }
     if (strncmp(key, w->def->service, slen) != 0 || key[slen] != '.') {
         r->method = key;
         bus_reply_error(r, BUS_ENOT_FOUND, "unknown method %s", key);

@@ -54,6 +54,66 @@ static void test_round_trip(void) {
     bt_kill(w, SIGKILL);
 }
 
+/* What a bot with any AMQP client does (DESIGN.md "RPC on the wire"):
+ * publish to bus.rpc with routing key <service>.<method>, or straight to the
+ * queue rpc.<service> through the default exchange with the method in
+ * `type` (the path libbus's own client takes). A default-exchange request
+ * without a usable type is answered not_found. */
+static int nraw;
+static char raw[8][1024], raw_corr[8][64];
+static void on_raw(bus_msg_t *m, void *data) {
+    (void)data;
+    if (nraw < 8) {
+        snprintf(raw[nraw], sizeof raw[0], "%.*s", (int)m->len, m->body);
+        snprintf(raw_corr[nraw], sizeof raw_corr[0], "%s", m->correlation_id);
+        nraw++;
+    }
+    bus_msg_ack(m);
+}
+
+static void test_plain_amqp_caller_both_routes(void) {
+    pid_t w = start_worker(NULL);
+    bt_client_t c;
+    bt_client_open(&c);
+    char q[64];
+    snprintf(q, sizeof q, "test.raw.%d", (int)getpid());
+    bus_queue_options_t o = {.exclusive = 1, .auto_delete = 1};
+    CHECK(bus_conn_declare_queue(c.conn, q, &o) == 0);
+    CHECK(bus_conn_consume(c.conn, q, 0, 1, amqp_empty_table, on_raw, NULL, NULL, 0) == 0);
+    struct {
+        const char *exchange, *key, *type, *corr, *want;
+    } cases[] = {
+        {"bus.rpc", "testrpc.echo", NULL, "c0", "{\"success\":true,\"data\":{\"x\":1}}"},
+        {"", "rpc.testrpc", "testrpc.echo", "c1", "{\"success\":true,\"data\":{\"x\":1}}"},
+        {"", "rpc.testrpc", NULL, "c2", "\"error\":\"not_found\""},
+        {"", "rpc.testrpc", "other.echo", "c3", "\"error\":\"not_found\""},
+        {"bus.rpc", "testrpc.nope", NULL, "c4", "\"error\":\"not_found\""},
+    };
+    enum { N = sizeof cases / sizeof cases[0] };
+    nraw = 0;
+    for (int i = 0; i < N; i++) {
+        bus_publish_t p = {.exchange = cases[i].exchange, .routing_key = cases[i].key, .type = cases[i].type,
+                           .body = "{\"x\":1}", .len = 7, .content_type = "application/json",
+                           .correlation_id = cases[i].corr, .reply_to = q};
+        CHECK_INT(bus_conn_publish(c.conn, &p, NULL, NULL), 0);
+    }
+    double end = bt_now_ms() + 10000;
+    while (nraw < N && bt_now_ms() < end) {
+        int flag = 0;
+        bt_run_until(&c, &flag, 20);
+    }
+    CHECK_INT(nraw, N);
+    for (int i = 0; i < N; i++) { /* one worker, one queue: answers in order */
+        CHECK_STR(raw_corr[i], cases[i].corr);
+        if (cases[i].want[0] == '{')
+            CHECK_STR(raw[i], cases[i].want);
+        else
+            CHECK_CONTAINS(raw[i], cases[i].want);
+    }
+    bt_client_close(&c);
+    bt_kill(w, SIGKILL);
+}
+
 typedef struct {
     int index;
     int answered;
@@ -342,6 +402,7 @@ BUS_TESTS({"quorum_queues", test_quorum_queues, 40},
           {"invalid_params_never_reach_handler", test_invalid_params_never_reach_handler, 30},
           {"worker_metrics_endpoint", test_worker_metrics_endpoint, 30},
           {"round_trip", test_round_trip, 30},
+          {"plain_amqp_caller_both_routes", test_plain_amqp_caller_both_routes, 30},
           {"thousand_concurrent_calls", test_thousand_concurrent_calls, 60},
           {"error_replies", test_error_replies, 30},
           {"unknown_service_is_not_found", test_unknown_service_is_not_found, 30},

@@ -89,13 +89,13 @@ typedef struct bus_publish {
     const char *body;
     size_t len;
     const char *content_type;   /* NULL = none */
-    const char *message_id;     /* required for mandatory publishes (used to match returns) */
+    const char *message_id;     /* required for confirmed mandatory publishes (matches returns) */
     const char *correlation_id;
     const char *reply_to;
     const char *type;
     const char *expiration_ms;  /* per-message TTL, as a decimal string */
-    int64_t timestamp;          /* seconds; 0 = now */
-    int persistent;             /* delivery_mode 2 */
+    int64_t timestamp;          /* seconds; 0 = now (confirmed publishes) or none (unconfirmed) */
+    int persistent;             /* delivery_mode 2 (else 1; absent on unconfirmed publishes) */
     int mandatory;              /* unroutable -> BUS_ENOT_FOUND (or the return handler when unconfirmed) */
     int unconfirmed;            /* channel 3, no confirm: cb must be NULL */
     const bus_header_t *headers;/* string headers (at most 32) */
