@@ -383,7 +383,7 @@ static void rpc_run(gw_req_t *r) {
     if (gw_require_live_service(r) != 0) return;
     bus_rpc_call_opts_t opts = {.timeout_ms = gw->cfg.rpc_timeout_ms,
                                 .correlation_id = r->request_id,
-                                .caller = r->key_id[0] ? r->key_id : "anonymous"};
+                                .caller = r->key_id[0] ? r->key_id : NULL}; /* no key: no x-caller header */
     int rc = bus_rpc_call(gw->rpc, r->service, r->method, body, len, &opts, on_rpc_reply, r);
     if (rc == BUS_EBAD_REQUEST) gw_fail(r, 404, "unknown service \"%s\"", r->service);
     else if (rc != 0) gw_fail(r, 503, "the message broker is unavailable");

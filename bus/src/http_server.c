@@ -12,7 +12,14 @@
  *   it. When the queue holds max_pipeline requests we stop reading; the
  *   unparsed rest of the last read is kept in c->leftover.
  * - One write in flight per connection: every ready response at the head of
- *   the queue goes out in one uv_write (one iovec each).
+ *   the queue goes out in one write (one iovec each). It is tried at once
+ *   with uv_try_write; the socket usually takes it all, and then no write
+ *   request exists, so libuv does not re-arm the socket in epoll (uv_write
+ *   costs one epoll_ctl per response). Such a write completes from the
+ *   server's idle handle at the start of the next loop turn (an active idle
+ *   handle keeps the loop from blocking), never inside the call that
+ *   started it, as uv_write's callback would. A partial write sends the
+ *   rest with uv_write.
  * - One timer per connection with one meaning at a time: read deadline
  *   (partial request), idle deadline (nothing queued), linger (after the last
  *   response: we shut down our side and discard input for a short while, so
@@ -115,10 +122,11 @@ struct conn {
 typedef struct wctx {
     uv_write_t wr;
     conn_t *c;
-    struct wctx *next; /* free list / fake completion queue */
+    struct wctx *next; /* free list / fake or try_write completion queue */
     unsigned n, ndone;
     int close_after;
-    uv_buf_t bufs[WMAX];
+    uv_buf_t bufs[WMAX]; /* malloc'd bases, freed when the write completes */
+    uv_buf_t rest[WMAX]; /* what uv_try_write left, for uv_write */
     bus_http_req_t *done[WMAX];
 } wctx_t;
 
@@ -126,6 +134,9 @@ struct bus_http_server {
     uv_loop_t *loop;
     uv_tcp_t listener;
     uv_timer_t shutdown_timer;
+    uv_idle_t written_idle;    /* completes the writes uv_try_write finished */
+    wctx_t *written, **written_tail;
+    int own_handles_open;     /* shutdown_timer, written_idle (+ listener on a failed start) */
     llhttp_settings_t settings;
     bus_http_config_t cfg;
     char *addr;
@@ -321,10 +332,41 @@ static void conn_update_reading(conn_t *c) {
     }
 }
 
+static void write_done(wctx_t *w, int status);
+
+/* Completes the writes uv_try_write finished (see the top of the file). */
+static void on_written_idle(uv_idle_t *h) {
+    bus_http_server_t *srv = h->data;
+    wctx_t *w;
+    while ((w = srv->written)) { /* completions may queue more */
+        srv->written = w->next;
+        if (!srv->written) srv->written_tail = &srv->written;
+        write_done(w, 0);
+    }
+    uv_idle_stop(h);
+}
+
+/* A connection going away before its completion ran: complete it now,
+ * while the connection still exists; write_done only frees, as it is
+ * closing. */
+static void written_forget(bus_http_server_t *srv, conn_t *c) {
+    for (wctx_t **pp = &srv->written; *pp;) {
+        wctx_t *w = *pp;
+        if (w->c != c) {
+            pp = &w->next;
+            continue;
+        }
+        *pp = w->next;
+        if (!*pp) srv->written_tail = pp;
+        write_done(w, 0);
+    }
+}
+
 static void on_handle_closed(uv_handle_t *h) {
     conn_t *c = h->data;
     if (++c->closed_handles < 2) return;
     bus_http_server_t *srv = c->srv;
+    written_forget(srv, c);
     if (c->prev) c->prev->next = c->next;
     else srv->conns = c->next;
     if (c->next) c->next->prev = c->prev;
@@ -570,7 +612,29 @@ static void conn_write(conn_t *c, wctx_t *w) {
         write_done(w, 0);
         return;
     }
-    if (uv_write(&w->wr, (uv_stream_t *)&c->tcp, w->bufs, w->n, on_write) != 0) {
+    size_t total = 0;
+    for (unsigned i = 0; i < w->n; i++) total += w->bufs[i].len;
+    int sent = uv_try_write((uv_stream_t *)&c->tcp, w->bufs, w->n);
+    if (sent >= 0 && (size_t)sent == total) {
+        bus_http_server_t *srv = c->srv;
+        w->next = NULL;
+        *srv->written_tail = w;
+        srv->written_tail = &w->next;
+        uv_idle_start(&srv->written_idle, on_written_idle);
+        return;
+    }
+    /* the rest, from the first byte the socket did not take */
+    size_t skip = sent > 0 ? (size_t)sent : 0;
+    unsigned nrest = 0;
+    for (unsigned i = 0; i < w->n; i++) {
+        if (skip >= w->bufs[i].len) {
+            skip -= w->bufs[i].len;
+            continue;
+        }
+        w->rest[nrest++] = uv_buf_init(w->bufs[i].base + skip, (unsigned)(w->bufs[i].len - skip));
+        skip = 0;
+    }
+    if (uv_write(&w->wr, (uv_stream_t *)&c->tcp, w->rest, nrest, on_write) != 0) {
         for (unsigned i = 0; i < w->n; i++) free(w->bufs[i].base);
         for (unsigned i = 0; i < w->ndone; i++) req_unref(w->done[i]);
         wctx_put(c->srv, w);
@@ -1239,6 +1303,9 @@ static int server_new(uv_loop_t *loop, const bus_http_config_t *cfg, bus_http_se
     settings_init(&srv->settings);
     uv_timer_init(loop, &srv->shutdown_timer);
     srv->shutdown_timer.data = srv;
+    uv_idle_init(loop, &srv->written_idle);
+    srv->written_idle.data = srv;
+    srv->written_tail = &srv->written;
     metrics_init();
     *out = srv;
     return 0;
@@ -1250,9 +1317,19 @@ int bus__http_server_unbound(uv_loop_t *loop, const bus_http_config_t *cfg, bus_
     return rc;
 }
 
-static void free_server_now(uv_handle_t *h) {
-    bus_http_server_t *srv = h->data;
-    free(srv);
+static void on_own_handle_closed(uv_handle_t *h);
+
+/* Closes the server's own handles; the last close callback frees it and
+ * calls the close callback. The listener is included on a failed start
+ * (a normal close has closed it before). */
+static void close_own_handles(bus_http_server_t *srv, int listener_too) {
+    srv->own_handles_open = 2 + listener_too;
+    uv_close((uv_handle_t *)&srv->shutdown_timer, on_own_handle_closed);
+    uv_close((uv_handle_t *)&srv->written_idle, on_own_handle_closed);
+    if (listener_too) {
+        srv->listener.data = srv;
+        uv_close((uv_handle_t *)&srv->listener, on_own_handle_closed);
+    }
 }
 
 int bus_http_server_start(uv_loop_t *loop, const bus_http_config_t *cfg, bus_http_server_t **out) {
@@ -1287,9 +1364,7 @@ int bus_http_server_start(uv_loop_t *loop, const bus_http_config_t *cfg, bus_htt
     if (err != 0) {
         bus_error(NULL, "http: listen on %s: %s", cfg->addr, uv_strerror(err));
         /* The listener is a live handle: free the server from its close callback. */
-        uv_close((uv_handle_t *)&srv->shutdown_timer, NULL);
-        srv->listener.data = srv;
-        uv_close((uv_handle_t *)&srv->listener, free_server_now);
+        close_own_handles(srv, 1);
         return BUS_EUNAVAILABLE;
     }
     struct sockaddr_storage bound;
@@ -1307,20 +1382,19 @@ fail:
     if (fd >= 0) close(fd);
     if (srv->listener.loop) {
         /* uv_tcp_open failed after init: close the handle, then free. */
-        uv_close((uv_handle_t *)&srv->shutdown_timer, NULL);
-        srv->listener.data = srv;
-        uv_close((uv_handle_t *)&srv->listener, free_server_now);
+        close_own_handles(srv, 1);
         return BUS_EUNAVAILABLE;
     }
-    uv_close((uv_handle_t *)&srv->shutdown_timer, free_server_now);
+    close_own_handles(srv, 0);
     return BUS_EUNAVAILABLE;
 }
 
 int bus_http_server_port(const bus_http_server_t *srv) { return srv->port; }
 size_t bus_http_server_connections(const bus_http_server_t *srv) { return srv->nconns; }
 
-static void on_server_timer_closed(uv_handle_t *h) {
+static void on_own_handle_closed(uv_handle_t *h) {
     bus_http_server_t *srv = h->data;
+    if (--srv->own_handles_open > 0) return;
     void (*cb)(void *) = srv->close_cb;
     void *data = srv->close_data;
     while (srv->wfree) {
@@ -1335,7 +1409,7 @@ static void on_server_timer_closed(uv_handle_t *h) {
 static void server_maybe_finish(bus_http_server_t *srv) {
     if (!srv->closing || !srv->listener_closed || srv->nconns || srv->timer_closing) return;
     srv->timer_closing = 1;
-    uv_close((uv_handle_t *)&srv->shutdown_timer, on_server_timer_closed);
+    close_own_handles(srv, 0);
 }
 
 static void on_listener_closed(uv_handle_t *h) {
