@@ -4,8 +4,8 @@
 
 #include <amqp_tcp_socket.h>
 #include <errno.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,8 +51,10 @@ struct bus_conn {
     int started;
     int closing;
     int pumping;
-    int corked;          /* TCP_CORK is set on the socket (see cork()) */
-    int sends_this_turn; /* publishes/acks since the last uncork */
+    struct {              /* frames encoded, not yet written (see out_flush) */
+        unsigned char *buf;
+        size_t len, cap;
+    } out;
     int admin_channel_open;
     int backoff_ms;
     uint64_t generation;
@@ -120,38 +122,172 @@ static void on_handle_closed(uv_handle_t *h) {
     if (--c->handles_open > 0) return;
     void (*cb)(void *) = c->close_cb;
     void *data = c->close_data;
+    free(c->out.buf);
     free(c->url);
     free(c->name);
     free(c);
     if (cb) cb(data);
 }
 
-/* Write coalescing. rabbitmq-c writes every publish and every ack to the
- * socket at once, one TCP push each; under load a loop turn makes dozens
- * (a burst of replies answered, each with its ack). The second send of a
- * turn sets TCP_CORK, so the rest of the turn's frames queue in the kernel,
- * and the prepare handle (which runs before the loop waits for I/O) lifts
- * it, sending them in a few full segments. A lone send still leaves at
- * once, and nothing waits past the end of the turn. The synchronous calls
- * (declare, consume, queue info) uncork first: they wait for an answer. */
-static void cork(bus_conn_t *c) {
-    if (c->corked || c->sends_this_turn++ == 0) return;
-    int one = 1;
-    if (setsockopt(amqp_get_sockfd(c->amqp), IPPROTO_TCP, TCP_CORK, &one, sizeof one) == 0) c->corked = 1;
+/* ---- outgoing frames ----------------------------------------------------
+ *
+ * rabbitmq-c writes each frame of a publish with its own send() (method,
+ * content header, body: three system calls) and each ack with another, at
+ * once. Under load a loop turn makes dozens of them (a burst of replies,
+ * each with its ack). Instead, publishes, acks and nacks are encoded here
+ * with rabbitmq-c's own encoders (amqp_encode_method/_properties) into
+ * c->out, and the whole turn leaves in one send() from the prepare handle,
+ * which runs before the loop waits for I/O: nothing waits past the end of
+ * the turn. rabbitmq-c still writes everything else itself (connection
+ * set-up, the synchronous topology calls, heartbeats); out_flush runs
+ * before each of those that has an answer to wait for. Frames of other
+ * channels, and heartbeats, may come between whole messages: AMQP allows it.
+ */
+#define OUT_FLUSH_AT (256u << 10) /* bytes: write at once past this */
+
+static int out_reserve(bus_conn_t *c, size_t n) {
+    if (c->out.len + n <= c->out.cap) return 0;
+    size_t cap = c->out.cap ? c->out.cap : 16384;
+    while (cap < c->out.len + n) cap *= 2;
+    unsigned char *b = realloc(c->out.buf, cap);
+    if (!b) return -1;
+    c->out.buf = b;
+    c->out.cap = cap;
+    return 0;
 }
 
-static void uncork(bus_conn_t *c) {
-    c->sends_this_turn = 0;
-    if (!c->corked) return;
-    c->corked = 0;
-    int zero = 0;
-    if (c->amqp) setsockopt(amqp_get_sockfd(c->amqp), IPPROTO_TCP, TCP_CORK, &zero, sizeof zero);
+static void put_u16(unsigned char *p, uint16_t v) {
+    p[0] = (unsigned char)(v >> 8);
+    p[1] = (unsigned char)v;
+}
+static void put_u32(unsigned char *p, uint32_t v) {
+    put_u16(p, (uint16_t)(v >> 16));
+    put_u16(p + 2, (uint16_t)v);
+}
+
+/* Appends one frame whose payload the callback encodes (at most `max`
+ * bytes); returns 0 or -1. */
+typedef int (*encode_fn)(void *arg, amqp_bytes_t into);
+static int out_frame(bus_conn_t *c, uint8_t type, amqp_channel_t ch, size_t max, encode_fn enc, void *arg) {
+    if (out_reserve(c, max + 8) != 0) return -1;
+    unsigned char *f = c->out.buf + c->out.len;
+    int n = enc(arg, (amqp_bytes_t){max, f + 7});
+    if (n < 0) return -1;
+    f[0] = type;
+    put_u16(f + 1, ch);
+    put_u32(f + 3, (uint32_t)n);
+    f[7 + n] = AMQP_FRAME_END;
+    c->out.len += (size_t)n + 8;
+    return 0;
+}
+
+typedef struct {
+    amqp_method_number_t id;
+    void *decoded;
+} method_arg_t;
+static int enc_method(void *arg, amqp_bytes_t into) {
+    method_arg_t *m = arg;
+    put_u32(into.bytes, m->id);
+    int n = amqp_encode_method(m->id, m->decoded, (amqp_bytes_t){into.len - 4, (char *)into.bytes + 4});
+    return n < 0 ? n : n + 4;
+}
+
+typedef struct {
+    amqp_basic_properties_t *props;
+    uint64_t body_size;
+} header_arg_t;
+static int enc_header(void *arg, amqp_bytes_t into) {
+    header_arg_t *h = arg;
+    unsigned char *p = into.bytes;
+    put_u16(p, AMQP_BASIC_CLASS);
+    put_u16(p + 2, 0); /* weight */
+    put_u32(p + 4, (uint32_t)(h->body_size >> 32));
+    put_u32(p + 8, (uint32_t)h->body_size);
+    int n = amqp_encode_properties(AMQP_BASIC_CLASS, h->props, (amqp_bytes_t){into.len - 12, p + 12});
+    return n < 0 ? n : n + 12;
+}
+
+static int enc_body(void *arg, amqp_bytes_t into) {
+    amqp_bytes_t *chunk = arg;
+    memcpy(into.bytes, chunk->bytes, chunk->len);
+    return (int)chunk->len;
+}
+
+/* Writes c->out to fd, waiting for room when the socket is full (as
+ * rabbitmq-c's own sends do). 0 or -1 (errno set); c->out is empty after. */
+static int out_write_all(bus_conn_t *c, int fd) {
+    size_t off = 0;
+    while (off < c->out.len) {
+        ssize_t n = send(fd, c->out.buf + off, c->out.len - off, MSG_NOSIGNAL);
+        if (n > 0) {
+            off += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+            if (poll(&pfd, 1, c->opts.heartbeat_s * 1000) > 0) continue;
+            errno = ETIMEDOUT;
+        }
+        if (n == 0) errno = EPIPE;
+        c->out.len = 0;
+        return -1;
+    }
+    c->out.len = 0;
+    return 0;
+}
+
+/* out_write_all on the connection; a failure tears it down. 0 or -1. */
+static int out_flush(bus_conn_t *c) {
+    if (!c->amqp || c->out.len == 0) return 0;
+    if (out_write_all(c, amqp_get_sockfd(c->amqp)) == 0) return 0;
+    char why[128];
+    snprintf(why, sizeof why, "send: %s", strerror(errno));
+    teardown(c, BUS_EUNAVAILABLE, why);
+    return -1;
+}
+
+/* Encodes basic.publish + header + body frames of one message. */
+static int out_publish(bus_conn_t *c, amqp_channel_t ch, amqp_bytes_t exchange, amqp_bytes_t key, int mandatory,
+                       amqp_basic_properties_t *props, amqp_bytes_t body) {
+    size_t mark = c->out.len;
+    amqp_basic_publish_t m = {.exchange = exchange, .routing_key = key, .mandatory = mandatory != 0};
+    method_arg_t ma = {AMQP_BASIC_PUBLISH_METHOD, &m};
+    header_arg_t ha = {props, body.len};
+    size_t props_max = 16 * 260; /* every short-string property at its longest */
+    if (props->_flags & AMQP_BASIC_HEADERS_FLAG)
+        for (int i = 0; i < props->headers.num_entries; i++) {
+            const amqp_field_value_t *v = &props->headers.entries[i].value;
+            props_max += props->headers.entries[i].key.len + 16;
+            if (v->kind == AMQP_FIELD_KIND_UTF8 || v->kind == AMQP_FIELD_KIND_BYTES) props_max += v->value.bytes.len;
+        }
+    int rc = out_frame(c, AMQP_FRAME_METHOD, ch, exchange.len + key.len + 64, enc_method, &ma);
+    if (rc == 0) rc = out_frame(c, AMQP_FRAME_HEADER, ch, props_max, enc_header, &ha);
+    size_t chunk_max = (size_t)amqp_get_frame_max(c->amqp) - 8;
+    for (size_t off = 0; rc == 0 && off < body.len; off += chunk_max) {
+        amqp_bytes_t chunk = {body.len - off < chunk_max ? body.len - off : chunk_max, (char *)body.bytes + off};
+        rc = out_frame(c, AMQP_FRAME_BODY, ch, chunk.len, enc_body, &chunk);
+    }
+    if (rc != 0) {
+        c->out.len = mark; /* nothing of this message stays */
+        return -1;
+    }
+    return c->out.len >= OUT_FLUSH_AT ? out_flush(c) : 0;
+}
+
+/* Encodes basic.ack or basic.nack. */
+static int out_ack(bus_conn_t *c, amqp_channel_t ch, uint64_t tag, int ack, int requeue) {
+    amqp_basic_ack_t a = {.delivery_tag = tag, .multiple = 0};
+    amqp_basic_nack_t n = {.delivery_tag = tag, .multiple = 0, .requeue = requeue != 0};
+    method_arg_t ma = {ack ? AMQP_BASIC_ACK_METHOD : AMQP_BASIC_NACK_METHOD, ack ? (void *)&a : (void *)&n};
+    if (out_frame(c, AMQP_FRAME_METHOD, ch, 64, enc_method, &ma) != 0) return -1;
+    return c->out.len >= OUT_FLUSH_AT ? out_flush(c) : 0;
 }
 
 static void on_prepare(uv_prepare_t *p) {
     bus_conn_t *c = p->data;
     if (c->amqp && (amqp_frames_enqueued(c->amqp) || amqp_data_in_buffer(c->amqp))) pump(c);
-    if (c->amqp) uncork(c);
+    out_flush(c);
 }
 
 static void on_heartbeat_timer(uv_timer_t *t) {
@@ -390,8 +526,8 @@ static void teardown(bus_conn_t *c, int err, const char *why) {
     }
     uv_prepare_stop(&c->prepare);
     uv_timer_stop(&c->heartbeat_timer);
-    c->corked = 0;
-    c->sends_this_turn = 0;
+    if (err == 0 && c->out.len) out_write_all(c, amqp_get_sockfd(st)); /* clean close: this turn's frames first */
+    c->out.len = 0;
     if (err == 0) { /* clean close */
         amqp_channel_close(st, CH, AMQP_REPLY_SUCCESS);
         amqp_connection_close(st, AMQP_REPLY_SUCCESS);
@@ -693,7 +829,7 @@ static void pump(bus_conn_t *c) {
             amqp_channel_t channel = e.channel;
             amqp_destroy_envelope(&e);
             if (!m) {
-                amqp_basic_nack(st, channel, tag, 0, 1);
+                out_ack(c, channel, tag, 0, 1);
                 continue;
             }
             if (k) {
@@ -734,7 +870,7 @@ static int check_rpc(bus_conn_t *c, const char *what) {
 
 int bus_conn_declare_exchange(bus_conn_t *c, const char *name, const char *type) {
     if (!c->amqp) return BUS_EUNAVAILABLE;
-    uncork(c);
+    if (out_flush(c) != 0) return BUS_EUNAVAILABLE;
     amqp_exchange_declare(c->amqp, CH, amqp_cstring_bytes(name), amqp_cstring_bytes(type), 0, 1, 0, 0,
                           amqp_empty_table);
     return check_rpc(c, name);
@@ -742,7 +878,7 @@ int bus_conn_declare_exchange(bus_conn_t *c, const char *name, const char *type)
 
 int bus_conn_declare_queue(bus_conn_t *c, const char *name, const bus_queue_options_t *o) {
     if (!c->amqp) return BUS_EUNAVAILABLE;
-    uncork(c);
+    if (out_flush(c) != 0) return BUS_EUNAVAILABLE;
     amqp_table_entry_t entries[6];
     int n = 0;
     if (o->queue_type && strcmp(o->queue_type, "classic") != 0) {
@@ -782,7 +918,7 @@ int bus_conn_declare_queue(bus_conn_t *c, const char *name, const bus_queue_opti
 
 int bus_conn_bind(bus_conn_t *c, const char *queue, const char *exchange, const char *key) {
     if (!c->amqp) return BUS_EUNAVAILABLE;
-    uncork(c);
+    if (out_flush(c) != 0) return BUS_EUNAVAILABLE;
     amqp_queue_bind(c->amqp, CH, amqp_cstring_bytes(queue), amqp_cstring_bytes(exchange), amqp_cstring_bytes(key),
                     amqp_empty_table);
     return check_rpc(c, queue);
@@ -792,7 +928,7 @@ int bus_conn_bind(bus_conn_t *c, const char *queue, const char *exchange, const 
 static int start_consumer(bus_conn_t *c, amqp_channel_t channel, const char *queue, int no_ack, int exclusive,
                           amqp_table_t args, bus_msg_cb cb, void *data, char *tag_out, size_t tag_len) {
     if (!c->amqp) return BUS_EUNAVAILABLE;
-    uncork(c);
+    if (out_flush(c) != 0) return BUS_EUNAVAILABLE;
     amqp_basic_consume_ok_t *ok =
         amqp_basic_consume(c->amqp, channel, amqp_cstring_bytes(queue), amqp_empty_bytes, 0, no_ack, exclusive, args);
     int rc = check_rpc(c, queue);
@@ -826,7 +962,7 @@ void bus_conn_set_return_handler(bus_conn_t *c, void (*cb)(const char *, const c
 
 int bus_conn_cancel(bus_conn_t *c, const char *tag) {
     if (!c->amqp) return BUS_EUNAVAILABLE;
-    uncork(c);
+    if (out_flush(c) != 0) return BUS_EUNAVAILABLE;
     consumer_t *k = find_consumer(c, tag, strlen(tag));
     amqp_basic_cancel(c->amqp, k ? (amqp_channel_t)k->channel : CH, amqp_cstring_bytes(tag));
     int rc = check_rpc(c, "basic.cancel");
@@ -835,7 +971,7 @@ int bus_conn_cancel(bus_conn_t *c, const char *tag) {
 }
 
 static int open_admin_channel(bus_conn_t *c) {
-    uncork(c);
+    if (out_flush(c) != 0) return BUS_EUNAVAILABLE;
     if (c->admin_channel_open) return 0;
     amqp_channel_open(c->amqp, CH_ADMIN);
     if (check_rpc(c, "admin channel") != 0) return BUS_EUNAVAILABLE;
@@ -928,13 +1064,11 @@ int bus_conn_publish(bus_conn_t *c, const bus_publish_t *p, bus_publish_cb cb, v
         props.headers.entries = entries;
     }
     amqp_bytes_t body = {p->len, (void *)p->body};
-    cork(c);
+    amqp_bytes_t exchange = amqp_cstring_bytes(p->exchange ? p->exchange : "");
+    amqp_bytes_t key = amqp_cstring_bytes(p->routing_key ? p->routing_key : "");
     if (p->unconfirmed) {
-        int rc = amqp_basic_publish(c->amqp, CH_FAST, amqp_cstring_bytes(p->exchange ? p->exchange : ""),
-                                    amqp_cstring_bytes(p->routing_key ? p->routing_key : ""), p->mandatory, 0,
-                                    &props, body);
-        if (rc != AMQP_STATUS_OK) {
-            teardown(c, BUS_EUNAVAILABLE, amqp_error_string2(rc));
+        if (out_publish(c, CH_FAST, exchange, key, p->mandatory, &props, body) != 0) {
+            if (c->amqp) teardown(c, BUS_EUNAVAILABLE, "publish: cannot encode the message");
             return BUS_EUNAVAILABLE;
         }
         bus_counter_inc(m_published, 1);
@@ -942,12 +1076,9 @@ int bus_conn_publish(bus_conn_t *c, const bus_publish_t *p, bus_publish_cb cb, v
     }
     pending_confirm_t *pc = calloc(1, sizeof *pc);
     if (!pc) return BUS_EINTERNAL;
-    int rc = amqp_basic_publish(c->amqp, CH, amqp_cstring_bytes(p->exchange ? p->exchange : ""),
-                                amqp_cstring_bytes(p->routing_key ? p->routing_key : ""), p->mandatory, 0, &props,
-                                body);
-    if (rc != AMQP_STATUS_OK) {
+    if (out_publish(c, CH, exchange, key, p->mandatory, &props, body) != 0) {
         free(pc);
-        teardown(c, BUS_EUNAVAILABLE, amqp_error_string2(rc));
+        if (c->amqp) teardown(c, BUS_EUNAVAILABLE, "publish: cannot encode the message");
         return BUS_EUNAVAILABLE;
     }
     bus_counter_inc(m_published, 1);
@@ -966,10 +1097,8 @@ static void finish_msg(bus_msg_t *m, int ack, int requeue) {
     bus_conn_t *c = m->conn;
     if (c && c->amqp && c->generation == m->generation) {
         amqp_channel_t ch = m->channel ? (amqp_channel_t)m->channel : CH;
-        cork(c);
-        int rc = ack ? amqp_basic_ack(c->amqp, ch, m->delivery_tag, 0)
-                     : amqp_basic_nack(c->amqp, ch, m->delivery_tag, 0, requeue);
-        if (rc != AMQP_STATUS_OK) teardown(c, BUS_EUNAVAILABLE, amqp_error_string2(rc));
+        if (out_ack(c, ch, m->delivery_tag, ack, requeue) != 0 && c->amqp)
+            teardown(c, BUS_EUNAVAILABLE, "ack: cannot encode");
     }
     free(m);
 }
