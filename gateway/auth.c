@@ -96,6 +96,7 @@ typedef struct {
     int64_t local;  /* our requests whose INCR is unanswered */
     int pending;    /* INCRs in flight (the slot cannot be reused meanwhile) */
     int64_t unsent; /* admitted without waiting, not yet sent to Redis */
+    int batches;    /* INCRBY batches of unsent requests in flight */
     int dirty;      /* listed in `dirty` */
 } rl_client_t;
 
@@ -112,8 +113,11 @@ static rl_client_t *clients;
 static rl_call_t *free_calls;
 /* Clients with requests admitted at once in this loop iteration: their
  * INCRBY goes out in one command per client just before the loop waits
- * for I/O (uv_prepare_t), so a busy client costs one Redis round trip per
- * iteration rather than one per request. */
+ * for I/O (uv_prepare_t). While a client's batch is in flight, its next
+ * requests wait in `unsent` and leave together when the answer comes: a
+ * busy client costs one Redis command per round trip, not per request or
+ * per loop iteration, and its count reaches Redis at most one round trip
+ * late (a request near the limit forces its batch out and waits). */
 static rl_client_t *dirty[RL_SLOTS];
 static size_t ndirty;
 static uv_prepare_t flusher;
@@ -121,6 +125,8 @@ static gw_t *flush_gw;
 static int flusher_on;
 
 static void on_flush(uv_prepare_t *p);
+static void send_batch(gw_t *gw, rl_client_t *c, int force);
+static void mark_dirty(rl_client_t *c);
 
 static rl_call_t *call_new(void) {
     rl_call_t *call = free_calls;
@@ -165,7 +171,9 @@ static rl_client_t *client_slot(const char *name, int64_t window) {
 
 void gw_rate_limit_close(void) {
     if (!flusher_on) return;
-    on_flush(&flusher); /* send what was admitted in this iteration */
+    on_flush(&flusher); /* send what was admitted and not counted yet */
+    for (size_t i = 0; clients && i < RL_SLOTS; i++)
+        if (clients[i].unsent > 0) send_batch(flush_gw, &clients[i], 1);
     uv_close((uv_handle_t *)&flusher, NULL);
     flusher_on = 0;
 }
@@ -216,6 +224,7 @@ static void on_counted(int status, int64_t count, int64_t ttl_ms, void *data) {
             c->seen = 1;
             if (count > c->known) c->known = count;
         }
+        if (!r && --c->batches == 0 && c->unsent > 0) mark_dirty(c); /* what waited for this batch */
     }
     if (!r) { /* the request went ahead without waiting */
         if (status != 0) bus_counter_inc(cgw->m_rl_unavailable, (uint64_t)n);
@@ -252,8 +261,10 @@ static void on_batch(int status, const redisReply *reply, void *data) {
     on_counted(status, count, 0, data);
 }
 
-/* Sends the INCRBY of what was admitted for c without waiting. */
-static void send_batch(gw_t *gw, rl_client_t *c) {
+/* Sends the INCRBY of what was admitted for c without waiting; unless
+ * forced, not while an earlier batch of c is in flight. */
+static void send_batch(gw_t *gw, rl_client_t *c, int force) {
+    if (!force && c->batches > 0) return;
     int64_t n = c->unsent;
     c->unsent = 0;
     if (n <= 0) return;
@@ -271,15 +282,22 @@ static void send_batch(gw_t *gw, rl_client_t *c) {
         return;
     }
     c->pending++;
+    c->batches++;
 }
 
 static void on_flush(uv_prepare_t *p) {
     (void)p;
     for (size_t i = 0; i < ndirty; i++) {
         dirty[i]->dirty = 0;
-        send_batch(flush_gw, dirty[i]);
+        send_batch(flush_gw, dirty[i], 0);
     }
     ndirty = 0;
+}
+
+static void mark_dirty(rl_client_t *c) {
+    if (c->dirty || ndirty >= RL_SLOTS) return;
+    c->dirty = 1;
+    dirty[ndirty++] = c;
 }
 
 void gw_rate_limit(gw_req_t *r) {
@@ -307,17 +325,14 @@ void gw_rate_limit(gw_req_t *r) {
         /* far below the limit: go ahead, count it in this iteration's batch */
         c->local++;
         c->unsent++;
-        if (!c->dirty) {
-            c->dirty = 1;
-            dirty[ndirty++] = c;
-        }
+        mark_dirty(c);
         set_headers(r, est, window);
         r->next(r);
         return;
     }
     /* requests of this client admitted earlier in this iteration reach Redis
      * first (one connection keeps the order), so this count includes them */
-    if (c && c->unsent > 0) send_batch(gw, c);
+    if (c && c->unsent > 0) send_batch(gw, c, 1);
     rl_call_t *call = call_new();
     if (!call) {
         unavailable(r);

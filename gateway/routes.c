@@ -120,8 +120,10 @@ static void count(gw_t *gw, gw_route_t route, int status, uint64_t t0) {
 
 /* A client's X-Request-Id is kept when it is 1..128 characters of
  * [A-Za-z0-9._:-] (it goes into headers, JSON and logs unescaped); anything
- * else is replaced by a fresh UUID. */
-static void pick_request_id(bus_http_req_t *http, char out[130]) {
+ * else is replaced by a fresh id from the RPC client ("<16 hex>.<n>",
+ * unique across gateways): an RPC carries such an id as its correlation_id,
+ * without the x-correlation-id header a client's own id needs. */
+static void pick_request_id(gw_t *gw, bus_http_req_t *http, char out[130]) {
     const char *v = bus_http_header(http, "X-Request-Id");
     if (v) {
         size_t n = 0;
@@ -134,7 +136,10 @@ static void pick_request_id(bus_http_req_t *http, char out[130]) {
             return;
         }
     }
-    bus_uuid(out);
+    if (gw->rpc)
+        bus_rpc_client_make_id(gw->rpc, out, 130);
+    else
+        bus_uuid(out);
 }
 
 /* ---- answering ---- */
@@ -256,7 +261,7 @@ size_t gw_error_body(bus_http_req_t *req, int status, const char *code, const ch
     (void)code;
     if (bus_http_req_data(req)) return 0; /* not used by our own answers */
     char id[130];
-    pick_request_id(req, id);
+    pick_request_id(gw, req, id);
     bus_http_add_header(req, "X-Request-Id", id);
     size_t n = error_json(buf, cap, status, message, id);
     if (gw->access_log)
@@ -521,7 +526,7 @@ void gw_on_request(bus_http_req_t *http, void *data) {
         return;
     }
     bus_http_req_set_data(http, r);
-    pick_request_id(http, r->request_id);
+    pick_request_id(gw, http, r->request_id);
     const char *m = bus_http_method(http);
     const char *path = bus_http_path(http);
     int get = strcmp(m, "GET") == 0 || strcmp(m, "HEAD") == 0;

@@ -135,6 +135,8 @@ int bus_rpc_client_new(bus_conn_t *conn, int default_timeout_ms, bus_rpc_client_
     return 0;
 }
 
+void bus_rpc_client_make_id(bus_rpc_client_t *c, char *out, size_t len) { bus__rpc_table_make(&c->table, out, len); }
+
 int bus_rpc_client_ready(const bus_rpc_client_t *c) { return c->ready && bus_conn_is_up(c->conn); }
 size_t bus_rpc_client_pending(const bus_rpc_client_t *c) { return c->table.count; }
 
@@ -155,19 +157,23 @@ int bus_rpc_call(bus_rpc_client_t *c, const char *service, const char *method, c
     bus_queue_name(queue, sizeof queue, "rpc", service);
     snprintf(method_key, sizeof method_key, "%s.%s", service, method);
     snprintf(expiration, sizeof expiration, "%d", timeout_ms);
-    /* The end-to-end correlation id travels in a header only when the caller
-     * has one (the edge's X-Request-Id, a handler's own request); else the
-     * worker takes the request's correlation_id, which is unique too. */
-    bus_header_t headers[2];
-    size_t nh = 0;
-    if (opts && opts->correlation_id && *opts->correlation_id)
-        headers[nh++] = (bus_header_t){BUS_HDR_CORRELATION, strlen(BUS_HDR_CORRELATION), opts->correlation_id,
-                                       strlen(opts->correlation_id)};
-    if (opts && opts->caller && *opts->caller)
-        headers[nh++] = (bus_header_t){BUS_HDR_CALLER, strlen(BUS_HDR_CALLER), opts->caller, strlen(opts->caller)};
     pending_call_t *p = calloc(1, sizeof *p);
     if (!p) return BUS_EINTERNAL;
-    bus__rpc_table_assign(&c->table, &p->entry, corr, sizeof corr);
+    /* The end-to-end correlation id: the worker takes the request's
+     * correlation_id when no header comes. So an id this client made is used
+     * as the correlation_id itself; any other travels in a header. */
+    const char *e2e = opts && opts->correlation_id && *opts->correlation_id ? opts->correlation_id : NULL;
+    if (e2e && strlen(e2e) < sizeof corr && bus__rpc_table_assign_made(&c->table, &p->entry, e2e)) {
+        memcpy(corr, e2e, strlen(e2e) + 1);
+        e2e = NULL;
+    } else {
+        bus__rpc_table_assign(&c->table, &p->entry, corr, sizeof corr);
+    }
+    bus_header_t headers[2];
+    size_t nh = 0;
+    if (e2e) headers[nh++] = (bus_header_t){BUS_HDR_CORRELATION, strlen(BUS_HDR_CORRELATION), e2e, strlen(e2e)};
+    if (opts && opts->caller && *opts->caller)
+        headers[nh++] = (bus_header_t){BUS_HDR_CALLER, strlen(BUS_HDR_CALLER), opts->caller, strlen(opts->caller)};
     /* Straight to rpc.<service> through the default exchange, the method in
      * `type` (the worker accepts this and bus.rpc + "<service>.<method>"):
      * RabbitMQ routes a default-exchange publish by the queue name alone,

@@ -28,6 +28,13 @@ typedef struct bus__rpc_table {
 void bus__rpc_table_init(bus__rpc_table_t *t, const char *prefix);
 /* Gives e a fresh id and writes its correlation id into corr (not linked yet). */
 void bus__rpc_table_assign(bus__rpc_table_t *t, bus__rpc_entry_t *e, char *corr, size_t corr_len);
+/* Gives e the id of `corr` when it is one of this table's ids that no
+ * linked entry holds (made earlier by bus__rpc_table_assign or _make);
+ * returns 1, else 0 and e is untouched. */
+int bus__rpc_table_assign_made(bus__rpc_table_t *t, bus__rpc_entry_t *e, const char *corr);
+/* Writes a fresh correlation id into corr without an entry (reserved for a
+ * later call through bus__rpc_table_assign_made). */
+void bus__rpc_table_make(bus__rpc_table_t *t, char *corr, size_t corr_len);
 /* Links an assigned entry: from now on find() returns it. */
 void bus__rpc_table_link(bus__rpc_table_t *t, bus__rpc_entry_t *e);
 /* The entry of a correlation id, or NULL. */

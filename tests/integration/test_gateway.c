@@ -44,7 +44,8 @@ static const bus_worker_def_t gwtest = {.service = "gwtest", .summary = "gateway
 /* ---- fixtures: files, processes ---- */
 
 static char tmpdir[512], schemas_dir[600], keys_path[600], env_schemas[700], env_keys[700];
-static char secret_full[128], secret_limited[128], secret_rl[128], secret_rl2[128], secret_rl3[128], secret_rl4[128];
+static char secret_full[128], secret_limited[128], secret_rl[128], secret_rl2[128], secret_rl3[128], secret_rl4[128],
+    secret_rl5[128], id_rl5[32];
 
 static void write_file(const char *path, const char *text) {
     FILE *f = fopen(path, "w");
@@ -92,10 +93,14 @@ static void setup_files(void) {
     snprintf(id6, sizeof id6, "rld%d", (int)getpid());
     CHECK_INT(bus_apikey_generate(id6, "rpc:gwtest.*", secret_rl4, sizeof secret_rl4, line6, sizeof line6, err,
                                   sizeof err), 0);
+    char line7[1024];
+    snprintf(id_rl5, sizeof id_rl5, "rle%d", (int)getpid());
+    CHECK_INT(bus_apikey_generate(id_rl5, "rpc:gwtest.*", secret_rl5, sizeof secret_rl5, line7, sizeof line7, err,
+                                  sizeof err), 0);
     snprintf(keys_path, sizeof keys_path, "%s/keys.jsonl", tmpdir);
-    char text[6600];
-    snprintf(text, sizeof text, "# test keys\n%s\n%s\n\n%s\n%s\n%s\n%s\n", line1, line2, line3, line4, line5,
-             line6);
+    char text[7700];
+    snprintf(text, sizeof text, "# test keys\n%s\n%s\n\n%s\n%s\n%s\n%s\n%s\n", line1, line2, line3, line4, line5,
+             line6, line7);
     write_file(keys_path, text);
     snprintf(env_schemas, sizeof env_schemas, "BUS_SCHEMAS_DIR=%s", schemas_dir);
     snprintf(env_keys, sizeof env_keys, "BUS_API_KEYS_FILE=%s", keys_path);
@@ -250,6 +255,16 @@ static pid_t start_gateway(int port, const char *const *more_env) { return start
 
 /* ---- tests ---- */
 
+/* An id the edge made: "<16 hex>.<n>" (see pick_request_id). */
+static int made_id(const char *id) {
+    if (!id || strlen(id) < 18 || id[16] != '.') return 0;
+    for (int i = 0; i < 16; i++)
+        if (!strchr("0123456789abcdef", id[i])) return 0;
+    for (const char *p = id + 17; *p; p++)
+        if (*p < '0' || *p > '9') return 0;
+    return 1;
+}
+
 static void test_public_routes(void) {
     setup_files();
     const char *env[] = {env_keys, NULL};
@@ -259,7 +274,7 @@ static void test_public_routes(void) {
     CHECK_INT(r.status, 200);
     CHECK_CONTAINS(r.body, "\"name\":\"bus\"");
     CHECK_CONTAINS(r.body, "\"links\"");
-    CHECK(strlen(header(&r, "X-Request-Id")) == 36);
+    CHECK(made_id(header(&r, "X-Request-Id")));
     CHECK_INT(http(26701, "GET", "/api/v1/health", NULL, NULL, &r), 0);
     CHECK_INT(r.status, 200);
     CHECK_CONTAINS(r.body, "\"status\":\"ok\"");
@@ -340,7 +355,16 @@ static void test_rpc_route_and_errors(void) {
     CHECK_CONTAINS(r.body, "\"caller\":\"limited\"");
     /* a bad X-Request-Id is replaced */
     CHECK_INT(http(P, "POST", "/api/v1/rpc/gwtest/echo", "X-Request-Id: has space\r\n", NULL, &r), 0);
-    CHECK(strlen(header(&r, "X-Request-Id")) == 36);
+    CHECK(made_id(header(&r, "X-Request-Id")));
+    /* no X-Request-Id: the edge's id reaches the worker as the request's
+     * correlation_id (no header needed) and comes back in the body */
+    snprintf(extra, sizeof extra, "Content-Type: application/json\r\nX-API-Key: %s\r\n", secret_full);
+    CHECK_INT(http(P, "POST", "/api/v1/rpc/gwtest/echo", extra, "{\"name\":\"k\"}", &r), 0);
+    CHECK_INT(r.status, 200);
+    CHECK(made_id(header(&r, "X-Request-Id")));
+    char want[200];
+    snprintf(want, sizeof want, "\"correlation_id\":\"%s\"", header(&r, "X-Request-Id"));
+    CHECK_CONTAINS(r.body, want);
     /* 401 without a key, 401 unknown key, 403 no scope */
     CHECK_INT(post_json(P, "/api/v1/rpc/gwtest/echo", NULL, "{\"name\":\"n\"}", &r), 0);
     CHECK_INT(r.status, 401);
@@ -638,6 +662,51 @@ static void test_rate_limit_concurrent(void) {
     }
     CHECK_INT(ok, 100);
     CHECK_INT(limited, 200);
+    kill(g, SIGTERM);
+    CHECK_INT(bt_wait_exit(g, 10000), 0);
+    bt_kill(w, SIGKILL);
+}
+
+/* Far below the limit, requests are counted in batches, one in flight per
+ * client: what is admitted while a batch waits for Redis goes in the next
+ * one. Redis is paused (CLIENT PAUSE) so that batches stay in flight; every
+ * request must still reach the shared count. */
+static long redis_count(const char *key_id) {
+    char cmd[512];
+    const char *port = getenv("BUS_LOCAL_REDIS_PORT");
+    snprintf(cmd, sizeof cmd,
+             "for k in $(redis-cli -p %s --scan --pattern 'bus:rl:key:%s:*'); do redis-cli -p %s GET \"$k\"; done",
+             port ? port : "6379", key_id, port ? port : "6379");
+    FILE *f = popen(cmd, "r");
+    CHECK(f != NULL);
+    long total = 0, v;
+    while (fscanf(f, "%ld", &v) == 1) total += v;
+    pclose(f);
+    return total;
+}
+
+static void test_rate_limit_counts_every_request(void) {
+    setup_files();
+    pid_t w = start_worker();
+    const char *env[] = {env_keys, "BUS_RATE_LIMIT=100000", NULL};
+    pid_t g = start_gateway(26718, env);
+    static resp_t r;
+    enum { N = 30 };
+    /* the first request of a window waits for Redis; the next go ahead */
+    CHECK_INT(post_json(26718, "/api/v1/rpc/gwtest/echo", secret_rl5, "{\"name\":\"n\"}", &r), 0);
+    CHECK_INT(r.status, 200);
+    char cmd[256];
+    const char *port = getenv("BUS_LOCAL_REDIS_PORT");
+    snprintf(cmd, sizeof cmd, "redis-cli -p %s CLIENT PAUSE 700 ALL >/dev/null", port ? port : "6379");
+    CHECK(system(cmd) == 0);
+    double t0 = bt_now_ms();
+    for (int i = 0; i < N; i++) {
+        CHECK_INT(post_json(26718, "/api/v1/rpc/gwtest/echo", secret_rl5, "{\"name\":\"n\"}", &r), 0);
+        CHECK_INT(r.status, 200);
+    }
+    CHECK(bt_now_ms() - t0 < 600); /* answered while Redis was paused */
+    usleep(1200 * 1000);          /* the pause ends; the waiting batches go */
+    CHECK_INT(redis_count(id_rl5), N + 1);
     kill(g, SIGTERM);
     CHECK_INT(bt_wait_exit(g, 10000), 0);
     bt_kill(w, SIGKILL);
@@ -981,6 +1050,7 @@ BUS_TESTS({"openapi_of_repo_schemas_resolves", test_openapi_of_repo_schemas_reso
           {"unknown_service_open_access", test_unknown_service_open_access, 30},
           {"events_route", test_events_route, 30}, {"cors", test_cors, 30}, {"rate_limit", test_rate_limit, 40},
           {"rate_limit_fast_path", test_rate_limit_fast_path, 40},
+          {"rate_limit_counts_every_request", test_rate_limit_counts_every_request, 30},
           {"rate_limit_concurrent", test_rate_limit_concurrent, 40},
           {"redis_down", test_redis_down, 60}, {"broker_restart", test_broker_restart, 120},
           {"half_request_and_pipelining", test_half_request_and_pipelining, 40},

@@ -63,5 +63,28 @@ static void test_foreign_and_malformed_ids_find_nothing(void) {
     CHECK(bus__rpc_table_find(&t, "abc.1") == NULL); /* a late reply finds nothing */
 }
 
-BUS_TESTS({"ids_are_unique_and_found", test_ids_are_unique_and_found, 10},
+/* An id made ahead (the edge's X-Request-Id) becomes a call's id once, only
+ * while no pending call holds it, and never for foreign or unissued ids. */
+static void test_made_ids(void) {
+    bus__rpc_table_t t;
+    bus__rpc_table_init(&t, "abc");
+    char made[64], corr[64];
+    bus__rpc_table_make(&t, made, sizeof made);
+    CHECK_STR(made, "abc.1");
+    call_t a = {0}, b = {0}, d = {0};
+    bus__rpc_table_assign(&t, &d.entry, corr, sizeof corr);
+    CHECK_STR(corr, "abc.2"); /* made and assigned ids share one counter */
+    CHECK_INT(bus__rpc_table_assign_made(&t, &a.entry, made), 1);
+    bus__rpc_table_link(&t, &a.entry);
+    CHECK(bus__rpc_table_find(&t, "abc.1") == &a.entry);
+    CHECK_INT(bus__rpc_table_assign_made(&t, &b.entry, made), 0); /* pending: taken */
+    const char *bad[] = {"abc.3", "abd.1", "abc.01", "abc.0", "abc.", "req-abc.123", "", NULL};
+    for (int i = 0; bad[i]; i++) CHECK_INT(bus__rpc_table_assign_made(&t, &b.entry, bad[i]), 0);
+    CHECK_INT(bus__rpc_table_assign_made(&t, &b.entry, NULL), 0);
+    bus__rpc_table_remove(&t, &a.entry);
+    CHECK_INT(bus__rpc_table_assign_made(&t, &b.entry, made), 1); /* free again */
+    CHECK_INT(b.entry.id, 1);
+}
+
+BUS_TESTS({"ids_are_unique_and_found", test_ids_are_unique_and_found, 10}, {"made_ids", test_made_ids, 10},
           {"foreign_and_malformed_ids_find_nothing", test_foreign_and_malformed_ids_find_nothing, 10})

@@ -32,7 +32,9 @@ typedef void (*bus_rpc_cb)(int status, const char *reply, size_t len, void *data
 
 typedef struct bus_rpc_call_opts {
     int timeout_ms;             /* 0 = the client's default */
-    const char *correlation_id; /* end-to-end id; NULL = the request's message id */
+    const char *correlation_id; /* end-to-end id (NULL: the call's own correlation id); an id from
+                                   bus_rpc_client_make_id travels as the AMQP correlation_id itself,
+                                   any other in the x-correlation-id header */
     const char *caller;         /* identity (API key id, bot name); may be NULL */
 } bus_rpc_call_opts_t;
 
@@ -42,6 +44,12 @@ int bus_rpc_client_new(bus_conn_t *conn, int default_timeout_ms, bus_rpc_client_
 /* Fails every pending call with BUS_EUNAVAILABLE and frees the client after
  * its timers closed. Call before bus_conn_close. */
 void bus_rpc_client_free(bus_rpc_client_t *client);
+/* Writes a new id of this client's ("<16 hex>.<n>", unique across clients)
+ * into out (at least 48 bytes). A caller that needs an end-to-end id before
+ * it knows whether a call follows (the edge's X-Request-Id) takes this one:
+ * passed as opts->correlation_id of one call, it becomes that call's correlation_id and
+ * no header is needed (headers cost the broker a decode per message). */
+void bus_rpc_client_make_id(bus_rpc_client_t *client, char *out, size_t len);
 /* 1 when calls can be made now. */
 int bus_rpc_client_ready(const bus_rpc_client_t *client);
 size_t bus_rpc_client_pending(const bus_rpc_client_t *client);
