@@ -111,20 +111,21 @@ typedef struct rl_call {
 
 static rl_client_t *clients;
 static rl_call_t *free_calls;
-/* Clients with requests admitted at once in this loop iteration: their
- * INCRBY goes out in one command per client just before the loop waits
- * for I/O (uv_prepare_t). While a client's batch is in flight, its next
- * requests wait in `unsent` and leave together when the answer comes: a
- * busy client costs one Redis command per round trip, not per request or
- * per loop iteration, and its count reaches Redis at most one round trip
- * late (a request near the limit forces its batch out and waits). */
+/* Clients with requests admitted at once: their counts wait in `unsent`
+ * and go out as one INCRBY per client from a timer every RL_BATCH_MS, and
+ * not while the client's previous batch is still in flight. A busy client
+ * costs Redis a few hundred commands a second rather than one per request;
+ * its count reaches Redis at most RL_BATCH_MS plus a round trip late, which
+ * only matters far below the limit (a request near it forces its client's
+ * batch out first and waits for its own INCR). */
+#define RL_BATCH_MS 2
 static rl_client_t *dirty[RL_SLOTS];
 static size_t ndirty;
-static uv_prepare_t flusher;
+static uv_timer_t flusher;
 static gw_t *flush_gw;
 static int flusher_on;
 
-static void on_flush(uv_prepare_t *p);
+static void on_flush(uv_timer_t *t);
 static void send_batch(gw_t *gw, rl_client_t *c, int force);
 static void mark_dirty(rl_client_t *c);
 
@@ -171,9 +172,11 @@ static rl_client_t *client_slot(const char *name, int64_t window) {
 
 void gw_rate_limit_close(void) {
     if (!flusher_on) return;
-    on_flush(&flusher); /* send what was admitted and not counted yet */
+    /* send what was admitted and not counted yet */
     for (size_t i = 0; clients && i < RL_SLOTS; i++)
         if (clients[i].unsent > 0) send_batch(flush_gw, &clients[i], 1);
+    for (size_t i = 0; i < ndirty; i++) dirty[i]->dirty = 0;
+    ndirty = 0;
     uv_close((uv_handle_t *)&flusher, NULL);
     flusher_on = 0;
 }
@@ -285,19 +288,20 @@ static void send_batch(gw_t *gw, rl_client_t *c, int force) {
     c->batches++;
 }
 
-static void on_flush(uv_prepare_t *p) {
-    (void)p;
+static void on_flush(uv_timer_t *t) {
     for (size_t i = 0; i < ndirty; i++) {
         dirty[i]->dirty = 0;
-        send_batch(flush_gw, dirty[i], 0);
+        send_batch(flush_gw, dirty[i], 0); /* a client with a batch in flight waits for its answer */
     }
     ndirty = 0;
+    uv_timer_stop(t); /* mark_dirty starts it again */
 }
 
 static void mark_dirty(rl_client_t *c) {
     if (c->dirty || ndirty >= RL_SLOTS) return;
     c->dirty = 1;
     dirty[ndirty++] = c;
+    if (flusher_on && !uv_is_active((uv_handle_t *)&flusher)) uv_timer_start(&flusher, on_flush, RL_BATCH_MS, 0);
 }
 
 void gw_rate_limit(gw_req_t *r) {
@@ -311,9 +315,7 @@ void gw_rate_limit(gw_req_t *r) {
         return;
     }
     if (!flusher_on) {
-        uv_prepare_init(gw->loop, &flusher);
-        uv_prepare_start(&flusher, on_flush);
-        uv_unref((uv_handle_t *)&flusher);
+        uv_timer_init(gw->loop, &flusher);
         flush_gw = gw;
         flusher_on = 1;
     }
