@@ -33,8 +33,7 @@ typedef struct {
 } bus__sop_t;
 
 typedef struct bus__sreq {
-    uv_work_t work;
-    struct bus__sreq *wnext; /* the store's queue of writes waiting for the next group */
+    struct bus__sreq *wnext; /* link in the store's queues (store.c) */
     bus_store_t *store;
     bus__sreq_kind_t kind;
     /* inputs (owned copies) */
@@ -51,6 +50,7 @@ typedef struct bus__sreq {
     /* outputs */
     int status;
     cJSON *out;        /* document, array of documents, or marker result */
+    char *out_text;    /* or the same as JSON text (malloc'd), parsed on the loop thread */
     char *next_cursor; /* malloc'd */
     int64_t count;
     long failed;
@@ -72,6 +72,9 @@ typedef struct {
      * makes them durable together. When set, store.c hands it every write
      * (see bus__store_is_write) and never passes a write to exec(). */
     void (*exec_group)(void *impl, bus__sreq_t **reqs, size_t n);
+    /* Several reads at once (optional; else exec() for each): the backend
+     * may run them in one read transaction. */
+    void (*exec_reads)(void *impl, bus__sreq_t **reqs, size_t n);
     void (*close)(void *impl);                /* nothing in flight */
 } bus__store_backend_t;
 

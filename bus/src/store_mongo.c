@@ -1,7 +1,7 @@
 /* The MongoDB backend of the store.
  *
  * A mongoc_client_pool_t shared by the pool threads: each operation pops a
- * client, runs blocking driver calls (we are on the libuv thread pool) and
+ * client, runs blocking driver calls (we are on a store thread) and
  * pushes it back. Collections live in the URI's database (default "bus");
  * a document is {_id: <id>, _v: <int64>, ...body}; markers live in
  * "_bus_processed" as {_id: {s: scope, i: id}, result: <json>, at: <ms>}.

@@ -356,12 +356,69 @@ static sqlite3_stmt *prepare_q(conn_t *c, sql_t *q, int *err) {
 
 /* ---- documents ------------------------------------------------------------ */
 
-static cJSON *row_doc(sqlite3_stmt *st, int id_col, int v_col, int doc_col) {
-    const char *txt = (const char *)sqlite3_column_text(st, doc_col);
-    int n = sqlite3_column_bytes(st, doc_col);
-    cJSON *body = txt ? cJSON_ParseWithLength(txt, (size_t)n) : NULL;
-    if (!body) return NULL;
-    return bus__store_with_meta(body, (const char *)sqlite3_column_text(st, id_col), sqlite3_column_int64(st, v_col));
+/* Results leave this thread as JSON text (r->out_text); store.c parses it
+ * on the loop thread. Parsing here would allocate every node in this
+ * thread's malloc arena and free them all on the loop thread, and such
+ * cross-thread frees contend for the arena's lock (it was a quarter of a
+ * worker's CPU on a store-heavy RPC). */
+typedef struct {
+    char *buf;
+    size_t len, cap;
+    int oom;
+} text_t;
+
+static void text_put(text_t *t, const char *p, size_t n) {
+    if (t->oom) return;
+    if (t->len + n + 1 > t->cap) {
+        size_t cap = t->cap ? t->cap : 256;
+        while (cap < t->len + n + 1) cap *= 2;
+        char *b = realloc(t->buf, cap);
+        if (!b) {
+            t->oom = 1;
+            return;
+        }
+        t->buf = b;
+        t->cap = cap;
+    }
+    memcpy(t->buf + t->len, p, n);
+    t->len += n;
+    t->buf[t->len] = '\0';
+}
+
+static void text_str(text_t *t, const char *v) {
+    text_put(t, "\"", 1);
+    for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
+        char esc[8];
+        if (*p == '"' || *p == '\\') {
+            esc[0] = '\\', esc[1] = (char)*p;
+            text_put(t, esc, 2);
+        } else if (*p < 0x20) {
+            snprintf(esc, sizeof esc, "\\u%04x", *p);
+            text_put(t, esc, 6);
+        } else {
+            text_put(t, (const char *)p, 1);
+        }
+    }
+    text_put(t, "\"", 1);
+}
+
+/* Appends {"_id":..,"_v":..,<the stored body's members>}. 0 or -1. */
+static int text_doc(text_t *t, const char *id, int64_t v, const char *body, int n) {
+    if (!id || !body || n < 2 || body[0] != '{') return -1;
+    char num[32];
+    text_put(t, "{\"_id\":", 7);
+    text_str(t, id);
+    text_put(t, num, (size_t)snprintf(num, sizeof num, ",\"_v\":%lld", (long long)v));
+    int i = 1;
+    while (i < n && (body[i] == ' ' || body[i] == '\n' || body[i] == '\t' || body[i] == '\r')) i++;
+    if (body[i] != '}') text_put(t, ",", 1);
+    text_put(t, body + i, (size_t)(n - i));
+    return t->oom ? -1 : 0;
+}
+
+static int text_row(text_t *t, sqlite3_stmt *st, int id_col, int v_col, int doc_col) {
+    return text_doc(t, (const char *)sqlite3_column_text(st, id_col), sqlite3_column_int64(st, v_col),
+                    (const char *)sqlite3_column_text(st, doc_col), sqlite3_column_bytes(st, doc_col));
 }
 
 static char *doc_text(const cJSON *doc) { return cJSON_PrintUnformatted(doc); }
@@ -382,7 +439,7 @@ static int why_not(conn_t *c, const char *coll, const char *id) {
 
 /* ---- operations (each runs inside or outside a transaction) ---------------- */
 
-static int op_get(conn_t *c, const char *coll, const char *id, cJSON **out) {
+static int op_get(conn_t *c, const char *coll, const char *id, char **out) {
     char sql[160];
     snprintf(sql, sizeof sql, "SELECT id,v,doc FROM \"c_%s\" WHERE id=?", coll);
     sqlite3_stmt *st = stmt(c, sql);
@@ -390,8 +447,9 @@ static int op_get(conn_t *c, const char *coll, const char *id, cJSON **out) {
     sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
     int rc = sqlite3_step(st), e = 0;
     if (rc == SQLITE_ROW) {
-        *out = row_doc(st, 0, 1, 2);
-        if (!*out) e = BUS_EINTERNAL;
+        text_t t = {0};
+        if (text_row(&t, st, 0, 1, 2) == 0) *out = t.buf;
+        else free(t.buf), e = BUS_EINTERNAL;
     } else {
         e = rc == SQLITE_DONE ? BUS_ENOT_FOUND : fail(c, rc, "get");
     }
@@ -420,7 +478,7 @@ static int op_insert(conn_t *c, const char *coll, const char *id, const cJSON *b
 
 /* REPLACE (patch = 0, body is the document) or UPDATE (patch = 1). */
 static int op_write(conn_t *c, const char *coll, const char *id, int64_t version, const cJSON *body, int patch,
-                    int64_t *newv, cJSON **out) {
+                    int64_t *newv, char **out) {
     sql_t q = {.len = 0};
     char *txt = NULL;
     put(&q, "UPDATE \"c_%s\" SET v=v+1,doc=", coll);
@@ -448,10 +506,11 @@ static int op_write(conn_t *c, const char *coll, const char *id, int64_t version
         *newv = sqlite3_column_int64(st, 0);
         e = 0;
         if (out) {
-            const char *d = (const char *)sqlite3_column_text(st, 1);
-            cJSON *b = d ? cJSON_Parse(d) : NULL;
-            *out = b ? bus__store_with_meta(b, id, *newv) : NULL;
-            if (!*out) e = BUS_EINTERNAL;
+            text_t t = {0};
+            if (text_doc(&t, id, *newv, (const char *)sqlite3_column_text(st, 1), sqlite3_column_bytes(st, 1)) == 0)
+                *out = t.buf;
+            else
+                free(t.buf), e = BUS_EINTERNAL;
         }
         rc = sqlite3_step(st); /* finish the statement */
         stmt_done(st);
@@ -496,7 +555,7 @@ static int op_mark(conn_t *c, const char *scope, const char *id, const cJSON *re
     return rc == SQLITE_DONE ? 0 : fail(c, rc, "mark");
 }
 
-static int op_pget(conn_t *c, const char *scope, const char *id, cJSON **out) {
+static int op_pget(conn_t *c, const char *scope, const char *id, char **out) {
     sqlite3_stmt *st = stmt(c, "SELECT result FROM _bus_processed WHERE scope=? AND id=?");
     if (!st) return BUS_EINTERNAL;
     sqlite3_bind_text(st, 1, scope, -1, SQLITE_STATIC);
@@ -504,7 +563,7 @@ static int op_pget(conn_t *c, const char *scope, const char *id, cJSON **out) {
     int rc = sqlite3_step(st), e = 0;
     if (rc == SQLITE_ROW) {
         const char *t = (const char *)sqlite3_column_text(st, 0);
-        *out = t ? cJSON_Parse(t) : NULL;
+        *out = t ? strdup(t) : NULL;
         if (!*out) e = BUS_EINTERNAL;
     } else {
         e = rc == SQLITE_DONE ? BUS_ENOT_FOUND : fail(c, rc, "processed get");
@@ -571,13 +630,15 @@ static int op_find(conn_t *c, bus__sreq_t *r) {
     int e;
     sqlite3_stmt *st = prepare_q(c, &q, &e);
     if (st) {
-        cJSON *arr = cJSON_CreateArray(), *lastv = NULL;
+        cJSON *lastv = NULL;
+        text_t arr = {0};
+        char *last_id = NULL;
+        text_put(&arr, "[", 1);
         int n = 0, rc;
         while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
             if (n == r->limit) {
                 /* one more row exists: the cursor points at the last returned one */
-                cJSON *last = cJSON_GetArrayItem(arr, n - 1);
-                r->next_cursor = bus__store_cursor_encode(lastv, cJSON_GetObjectItem(last, "_id")->valuestring);
+                r->next_cursor = last_id ? bus__store_cursor_encode(lastv, last_id) : NULL;
                 if (!r->next_cursor) rc = SQLITE_NOMEM;
                 break;
             }
@@ -596,20 +657,26 @@ static int op_find(conn_t *c, bus__sreq_t *r) {
                     lastv = NULL;
                 }
             }
-            cJSON *d = row_doc(st, 0, 1, 2);
-            if (!d) {
+            if (n) text_put(&arr, ",", 1);
+            if (text_row(&arr, st, 0, 1, 2) != 0) {
                 rc = SQLITE_CORRUPT;
                 break;
             }
-            cJSON_AddItemToArray(arr, d);
+            free(last_id);
+            last_id = strdup((const char *)sqlite3_column_text(st, 0));
             n++;
         }
+        text_put(&arr, "]", 1);
         cJSON_Delete(lastv);
+        free(last_id);
         if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
             e = fail(c, rc, "find");
-            cJSON_Delete(arr);
+            free(arr.buf);
+        } else if (arr.oom) {
+            e = BUS_EINTERNAL;
+            free(arr.buf);
         } else {
-            r->out = arr;
+            r->out_text = arr.buf;
         }
         stmt_done(st);
     }
@@ -650,8 +717,10 @@ static int op_foau(conn_t *c, bus__sreq_t *r) {
     if (!st) return e;
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
-        r->out = row_doc(st, 0, 1, 2);
-        e = r->out ? 0 : BUS_EINTERNAL;
+        text_t t = {0};
+        e = text_row(&t, st, 0, 1, 2) == 0 ? 0 : BUS_EINTERNAL;
+        if (e) free(t.buf);
+        else r->out_text = t.buf;
         sqlite3_step(st);
     } else {
         e = rc == SQLITE_DONE ? BUS_ENOT_FOUND : fail(c, rc, "find_one_and_update");
@@ -703,19 +772,15 @@ static void run(conn_t *c, bus__sreq_t *r) {
     int64_t v = 0;
     switch (r->kind) {
     case BUS__SREQ_GET:
-        r->status = op_get(c, r->coll, r->id, &r->out);
+        r->status = op_get(c, r->coll, r->id, &r->out_text);
         break;
     case BUS__SREQ_INSERT:
-        r->status = op_insert(c, r->coll, r->id, r->doc, &v);
-        if (!r->status) {
-            r->out = bus__store_with_meta(r->doc, r->id, 1);
-            r->doc = NULL;
-            if (!r->out) r->status = BUS_EINTERNAL;
-        }
+        r->status = op_insert(c, r->coll, r->id, r->doc, &v); /* store.c builds the result from r->doc */
         break;
     case BUS__SREQ_REPLACE:
     case BUS__SREQ_UPDATE:
-        r->status = op_write(c, r->coll, r->id, r->version, r->doc, r->kind == BUS__SREQ_UPDATE, &v, &r->out);
+        r->status =
+            op_write(c, r->coll, r->id, r->version, r->doc, r->kind == BUS__SREQ_UPDATE, &v, &r->out_text);
         break;
     case BUS__SREQ_DELETE:
         r->status = op_delete(c, r->coll, r->id, r->version);
@@ -733,7 +798,7 @@ static void run(conn_t *c, bus__sreq_t *r) {
         r->status = op_batch(c, r);
         break;
     case BUS__SREQ_PGET:
-        r->status = op_pget(c, r->coll, r->id, &r->out);
+        r->status = op_pget(c, r->coll, r->id, &r->out_text);
         break;
     case BUS__SREQ_PRUNE:
         r->status = op_prune(c, r);
@@ -758,6 +823,20 @@ static void sq_exec(void *impl, bus__sreq_t *r) {
         return;
     }
     run(c, r);
+}
+
+/* Reads taken together run in one read transaction: one snapshot and one
+ * round of WAL locking (fcntl calls on the -shm file) for all of them rather
+ * than one per read. Each still sees everything committed before it began. */
+static void sq_exec_reads(void *impl, bus__sreq_t **reqs, size_t n) {
+    conn_t *c = conn_get(impl);
+    if (!c) {
+        for (size_t i = 0; i < n; i++) reqs[i]->status = BUS_EUNAVAILABLE;
+        return;
+    }
+    int in_txn = exec_simple(c, "BEGIN") == 0;
+    for (size_t i = 0; i < n; i++) run(c, reqs[i]);
+    if (in_txn && !sqlite3_get_autocommit(c->db)) exec_simple(c, "COMMIT");
 }
 
 /* Fails every request of the group that has not failed by itself. */
@@ -934,5 +1013,6 @@ const bus__store_backend_t bus__store_sqlite_backend = {
     .declare = sq_declare,
     .exec = sq_exec,
     .exec_group = sq_exec_group,
+    .exec_reads = sq_exec_reads,
     .close = sq_close,
 };

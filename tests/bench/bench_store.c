@@ -1,13 +1,13 @@
 /* Store benchmark: insert, get, conditional update and claim
  * (find_one_and_update) operations per second on the SQLite backend, with 1
- * and 4 libuv pool threads (each run in its own process, since the pool size
- * is fixed at first use), 64 operations in flight.
+ * and 4 store reader threads (BUS_STORE_THREADS; writes always go to the one
+ * group-commit writer), each run in its own process, 64 operations in flight.
  *
  *   build/tests/bench/bench_store [N]     N documents (default 5000)
  *
  * Files go to $BUS_TEST_TMPDIR or /tmp and are removed.
  * BUS_BENCH_SQLITE_OPTS="?sync=normal" measures without an fsync per commit
- * (the default, sync=full, syncs the WAL at every commit).
+ * (the default, sync=full, syncs the WAL at every group commit).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -94,7 +94,7 @@ static double run_phase(int ph) {
 static int child(int threads, const char *path) {
     char buf[8];
     snprintf(buf, sizeof buf, "%d", threads);
-    setenv("UV_THREADPOOL_SIZE", buf, 1);
+    setenv("BUS_STORE_THREADS", buf, 1);
     loop = uv_default_loop();
     char url[700], err[512];
     const char *opts = getenv("BUS_BENCH_SQLITE_OPTS");

@@ -18,9 +18,11 @@
  * the `id` argument), so a document read back can be modified and written
  * again as is. Field names starting with "_" are reserved.
  *
- * Threading. Every operation runs on the libuv thread pool and completes with
- * a callback on the loop thread: the loop never blocks on storage. Call the
- * bus_store_* functions from the loop thread only.
+ * Threading. Every operation runs on one of the store's own threads
+ * (BUS_STORE_THREADS readers, default 2 for SQLite and 4 for MongoDB, plus
+ * one writer for SQLite's group commit) and completes with a callback on the
+ * loop thread: the loop never blocks on storage. Call the bus_store_*
+ * functions from the loop thread only.
  *
  * Calling convention of every asynchronous operation:
  *   - returns 0: the operation is queued and its callback will be called
@@ -69,9 +71,9 @@ int bus_store_open(uv_loop_t *loop, const char *url, bus_store_t **out, char *er
 
 /* Closes the store once every queued operation has completed (their
  * callbacks still run). New operations fail with BUS_EUNAVAILABLE at once.
- * `done` (may be NULL) is called on the loop thread when the store is freed;
- * if nothing is in flight, that happens before bus_store_close returns.
- * Safe with NULL. */
+ * `done` (may be NULL) is called on the loop thread when the store is freed,
+ * always later, from the loop (run it until then: the store owns a uv_async
+ * handle and threads). Safe with NULL. */
 void bus_store_close(bus_store_t *s, void (*done)(void *data), void *data);
 
 /* "sqlite" or "mongodb". Static storage. */
