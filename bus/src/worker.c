@@ -178,11 +178,12 @@ int bus_worker_main(int argc, char **argv, const bus_worker_def_t *def) {
         bus_config_free(&w->cfg);
         return 2;
     }
-    if (def->init && def->init(w, err, sizeof err) != 0) {
+    int irc = def->init ? def->init(w, err, sizeof err) : 0;
+    if (irc != 0) {
         fprintf(stderr, "%s: %s\n", program, err);
         bus__schema_registry_close(w->schemas);
         bus_config_free(&w->cfg);
-        return 1;
+        return irc == BUS_EBAD_REQUEST ? 2 : 1;
     }
     bus_conn_options_t co = {.url = w->cfg.amqp_url, .name = w->instance, .heartbeat_s = w->cfg.heartbeat_s,
                              .prefetch = (uint16_t)w->cfg.prefetch, .on_up = on_up, .on_down = on_down, .data = w};

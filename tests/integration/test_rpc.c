@@ -327,6 +327,29 @@ static void test_bad_env_value_stops_at_start(void) {
     fclose(f);
     CHECK_CONTAINS(text, "x.y.json");
     CHECK_CONTAINS(text, "/properties/rank/enum");
+    /* the domain's own settings: a bad value is exit 2 naming it; a store
+     * that cannot be opened is exit 1 */
+    struct {
+        const char *env, *name;
+        int code;
+    } cases[] = {
+        {"BUS_STORE_THREADS=abc", "BUS_STORE_THREADS", 2},
+        {"BUS_MARKER_TTL_H=0", "BUS_MARKER_TTL_H", 2},
+        {"BUS_STORE=postgres://x", "BUS_STORE", 2},
+        {"BUS_STORE=sqlite:/nonexistent-dir/deeper/x.db", "cannot open", 1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *envi[] = {cases[i].env, NULL};
+        unlink(log);
+        pid = bt_spawn_program(argv, envi, log);
+        CHECK_INT(bt_wait_exit(pid, 5000), cases[i].code);
+        f = fopen(log, "r");
+        CHECK(f != NULL);
+        n = fread(text, 1, sizeof text - 1, f);
+        text[n] = '\0';
+        fclose(f);
+        CHECK_CONTAINS(text, cases[i].name);
+    }
 }
 
 /* GET over a plain socket; returns the whole answer (malloc'd). */

@@ -67,7 +67,9 @@ typedef struct bus_worker_def {
     bus_config_extra_t *extras;                /* the domain's own settings, may be NULL */
     size_t nextras;
     /* After configuration, before connecting: open stores, clients. Non-zero
-     * stops the program with err printed (exit 1). May be NULL. */
+     * stops the program with err printed: exit 2 for BUS_EBAD_REQUEST (a bad
+     * setting; name it in err), else exit 1 (e.g. the store cannot be
+     * opened). May be NULL. */
     int (*init)(bus_worker_t *w, char *err, size_t errlen);
     /* After the loop ended; release what init made. May be NULL. */
     void (*fini)(bus_worker_t *w);
