@@ -21,11 +21,14 @@
  * callback reports success only after its group's commit.
  */
 #include <ctype.h>
+#include <dlfcn.h>
+#include <limits.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "bus/error.h"
 #include "bus/log.h"
@@ -200,6 +203,51 @@ int bus__store_cursor_decode(const char *cursor, cJSON **value, char **id) {
 
 /* ---- open / close / declare ------------------------------------------- */
 
+/* The MongoDB backend lives in libbus-mongo.so (see the Makefile: linking
+ * libmongoc costs every process 7 MB even when unused). Looked for in
+ * $BUS_MONGO_PLUGIN, then next to the program and up to two folders above
+ * it (the build tree), then in ../lib/bus (an installed tree). Loaded once. */
+static const bus__store_backend_t *mongo_plugin(int (**open_fn)(const char *, void **, char *, size_t), char *err,
+                                                size_t errlen) {
+    static void *handle;
+    if (!handle) {
+        char exe[PATH_MAX], path[PATH_MAX + 64];
+        ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+        exe[n > 0 ? n : 0] = '\0';
+        char *slash = strrchr(exe, '/');
+        if (slash) *slash = '\0';
+        const char *env = getenv("BUS_MONGO_PLUGIN");
+        const char *rel[] = {"", "/..", "/../..", "/../lib/bus"};
+        for (int i = -1; i < 4 && !handle; i++) {
+            if (i < 0 && !(env && *env)) continue;
+            if (i < 0)
+                snprintf(path, sizeof path, "%s", env);
+            else if (slash)
+                snprintf(path, sizeof path, "%s%s/libbus-mongo.so", exe, rel[i]);
+            else
+                continue;
+            handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+            if (!handle && i < 0) {
+                if (err) snprintf(err, errlen, "BUS_MONGO_PLUGIN=%s: %s", env, dlerror());
+                return NULL;
+            }
+        }
+        if (!handle) {
+            if (err)
+                snprintf(err, errlen, "BUS_STORE=mongodb://...: the MongoDB backend libbus-mongo.so is not next to "
+                                      "the program nor in ../lib/bus (set BUS_MONGO_PLUGIN to its path)");
+            return NULL;
+        }
+    }
+    const bus__store_backend_t *be = dlsym(handle, "bus__store_mongo_backend");
+    *(void **)open_fn = dlsym(handle, "bus__store_mongo_open");
+    if (!be || !*open_fn) {
+        if (err) snprintf(err, errlen, "BUS_STORE=mongodb://...: libbus-mongo.so is not the MongoDB backend");
+        return NULL;
+    }
+    return be;
+}
+
 static int store_threads_start(bus_store_t *s, char *err, size_t errlen);
 static void store_free(bus_store_t *s);
 static void on_done(uv_async_t *a);
@@ -215,8 +263,9 @@ int bus_store_open(uv_loop_t *loop, const char *url, bus_store_t **out, char *er
         be = &bus__store_sqlite_backend;
         rc = bus__store_sqlite_open(url + 7, &impl, err, errlen);
     } else if (strncmp(url, "mongodb://", 10) == 0 || strncmp(url, "mongodb+srv://", 14) == 0) {
-        be = &bus__store_mongo_backend;
-        rc = bus__store_mongo_open(url, &impl, err, errlen);
+        int (*mongo_open)(const char *, void **, char *, size_t);
+        if (!(be = mongo_plugin(&mongo_open, err, errlen))) return BUS_EUNAVAILABLE;
+        rc = mongo_open(url, &impl, err, errlen);
     } else {
         if (err) snprintf(err, errlen, "BUS_STORE=%s: expected sqlite:PATH or mongodb://...", url);
         return BUS_EBAD_REQUEST;

@@ -80,6 +80,7 @@ typedef struct {
 
 /* Backend constructors (synchronous, at start). */
 int bus__store_sqlite_open(const char *path_and_opts, void **impl, char *err, size_t errlen);
+/* In the plugin libbus-mongo.so, found with dlsym (store.c). */
 int bus__store_mongo_open(const char *uri, void **impl, char *err, size_t errlen);
 extern const bus__store_backend_t bus__store_sqlite_backend;
 extern const bus__store_backend_t bus__store_mongo_backend;

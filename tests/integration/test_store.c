@@ -882,7 +882,13 @@ static void t_open_errors(void) {
     CHECK_CONTAINS(err, "BUS_STORE=sqlite:/nonexistent-dir/x/y.db");
     CHECK_INT(bus_store_open(loop, "sqlite:x.db?bogus=1", &s, err, sizeof err), BUS_EBAD_REQUEST);
     CHECK_CONTAINS(err, "bogus");
-    /* an unreachable MongoDB: a clear message naming the setting */
+    /* the MongoDB plugin missing: a message naming the way to point at it */
+    setenv("BUS_MONGO_PLUGIN", "/nonexistent/libbus-mongo.so", 1);
+    CHECK_INT(bus_store_open(loop, "mongodb://127.0.0.1:1/bus", &s, err, sizeof err), BUS_EUNAVAILABLE);
+    CHECK_CONTAINS(err, "BUS_MONGO_PLUGIN=/nonexistent/libbus-mongo.so");
+    unsetenv("BUS_MONGO_PLUGIN");
+    /* an unreachable MongoDB (the plugin found next to the program, in the
+     * build tree): a clear message naming the setting */
     int rc = bus_store_open(loop, "mongodb://127.0.0.1:1/bus?serverSelectionTimeoutMS=300", &s, err, sizeof err);
     CHECK_INT(rc, BUS_EUNAVAILABLE);
     CHECK_CONTAINS(err, "BUS_STORE");
