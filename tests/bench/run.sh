@@ -369,6 +369,26 @@ else
     note "skipped (not built yet)"
 fi
 
+# The store through a worker's RPC path (printed in section 4): the same
+# methods through libbus at 64 in flight, with the worker's CPU per call.
+proc_ticks() { awk '{print $14+$15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+RPC_PATH=()
+if [ -n "$ALLI_WRAP" ] && [ -x "$BENCH_BIN/bench_rpc" ]; then
+    for m in ${methods:-ping}; do
+        kill -0 "$ALLI_WRAP" 2>/dev/null || break
+        t0=$(proc_ticks "$ALLI_PID")
+        if run_fg "bench_rpc $m" $((SECONDS_PER_RUN + 20)) "$LOGS/rpcpath_$m.out" "$BENCH_BIN/bench_rpc" \
+            --service alliances --method "$m" --body "${BODY[$m]:-"{}"}" --inflight 64 --seconds "$SECONDS_PER_RUN"; then
+            t1=$(proc_ticks "$ALLI_PID")
+            line=$(result_line "$LOGS/rpcpath_$m.out")
+            us=$(awk -v t=$((t1 - t0)) -v n="$(kv "$line" calls)" -v hz="$(getconf CLK_TCK)" \
+                'BEGIN{ if (n > 0) printf "%.0f", t * 1e6 / hz / n; else print "-" }')
+            RPC_PATH+=("$(printf 'alliances.%-9s %9s calls/s  p50 %6s ms  p99 %6s ms  worker CPU %4s us/call' \
+                "$m" "$(kv "$line" rps)" "$(kv "$line" p50_ms)" "$(kv "$line" p99_ms)" "$us")")
+        fi
+    done
+fi
+
 if [ -n "$ALLI_WRAP" ]; then stop_bg bus-alliances "$ALLI_WRAP" "$ALLI_PID"; fi
 
 # ---------------------------------------------------------------- 3, 4. libbus micro-benchmarks
@@ -386,6 +406,11 @@ run_simple() {
 }
 run_simple "3. Schema validation" bench_schema
 run_simple "4. Store" bench_store
+if [ ${#RPC_PATH[@]} -gt 0 ]; then
+    note "through a worker's RPC path (bench_rpc -> bus-alliances, 64 in flight; ping = no store,"
+    note "get = 1 store read, set_rank = 4 reads: marker, 2 memberships, alliance; the rank is already so):"
+    for l in "${RPC_PATH[@]}"; do note "  $l"; done
+fi
 
 echo
 if [ $CRASHED = 1 ]; then
