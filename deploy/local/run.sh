@@ -20,7 +20,9 @@ if port_busy "$BUS_LOCAL_AMQP_PORT" && [ ! -f var/local/rabbitmq/launcher.pid ];
 fi
 
 pids=()
+stopping=0
 stop_all() {
+    stopping=1
     trap - INT TERM EXIT
     echo
     echo "stopping..."
@@ -70,5 +72,8 @@ Ctrl-C stops everything.
 MSG
 status=0
 wait -n "${pids[@]}" || status=$?
-# on Ctrl-C every process drains and exits 0; anything else is worth a look
-[ "$status" -eq 0 ] || echo "a process exited with status $status; see var/log/" >&2
+# Ctrl-C interrupts this wait (status 130) after stop_all has drained every
+# process; a program that exits by itself is worth a look
+if [ "$stopping" = 0 ]; then
+    echo "a program stopped by itself (status $status); stopping the others; see var/log/" >&2
+fi
