@@ -13,6 +13,7 @@
  * atomic uint64 and updated with a compare-and-swap loop.
  */
 #include "bus/metrics.h"
+#include "textbuf.h"
 
 #include "bus/log.h"
 
@@ -242,92 +243,66 @@ uint64_t bus_histogram_count(const bus_histogram_t *h) {
 
 /* ------------------------------------------------------------- render --- */
 
-typedef struct {
-    char *buf;
-    size_t len, cap;
-    int oom;
-} sb_t;
-
-static void sb_put(sb_t *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (b->len + n + 1 > cap) cap *= 2;
-        char *nb = realloc(b->buf, cap);
-        if (!nb) {
-            b->oom = 1;
-            return;
-        }
-        b->buf = nb;
-        b->cap = cap;
-    }
-    memcpy(b->buf + b->len, s, n);
-    b->len += n;
-    b->buf[b->len] = '\0';
-}
-
-static void sb_str(sb_t *b, const char *s) { sb_put(b, s, strlen(s)); }
-
-static void sb_fmt(sb_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_fmt(sb_t *b, const char *fmt, ...) {
+static void sb_fmt(bus__text_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_fmt(bus__text_t *b, const char *fmt, ...) {
     char tmp[128];
     va_list ap;
     va_start(ap, fmt);
     int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
     va_end(ap);
-    if (n > 0) sb_put(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
+    if (n > 0) bus__text_put(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
 }
 
 /* Label values escape \ " and newline; HELP text escapes \ and newline. */
-static void sb_escaped(sb_t *b, const char *s, int quote) {
+static void sb_escaped(bus__text_t *b, const char *s, int quote) {
     for (const char *p = s; *p; p++) {
-        if (*p == '\\') sb_put(b, "\\\\", 2);
-        else if (*p == '\n') sb_put(b, "\\n", 2);
-        else if (*p == '"' && quote) sb_put(b, "\\\"", 2);
-        else sb_put(b, p, 1);
+        if (*p == '\\') bus__text_put(b, "\\\\", 2);
+        else if (*p == '\n') bus__text_put(b, "\\n", 2);
+        else if (*p == '"' && quote) bus__text_put(b, "\\\"", 2);
+        else bus__text_put(b, p, 1);
     }
 }
 
 /* Shortest of %.15g / %.17g that reads back as the same double. */
-static void sb_double(sb_t *b, double d) {
+static void sb_double(bus__text_t *b, double d) {
     char tmp[40];
     if (isinf(d)) {
-        sb_str(b, d > 0 ? "+Inf" : "-Inf");
+        bus__text_str(b, d > 0 ? "+Inf" : "-Inf");
         return;
     }
     snprintf(tmp, sizeof tmp, "%.15g", d);
     if (strtod(tmp, NULL) != d) snprintf(tmp, sizeof tmp, "%.17g", d);
-    sb_str(b, tmp);
+    bus__text_str(b, tmp);
 }
 
 /* Writes `{a="x",b="y"` plus an optional extra le label, then `}`; nothing
  * at all when there are no labels. */
-static void sb_labels(sb_t *b, const family_t *f, const series_t *s, const char *le) {
+static void sb_labels(bus__text_t *b, const family_t *f, const series_t *s, const char *le) {
     if (f->nlabels == 0 && !le) return;
-    sb_put(b, "{", 1);
+    bus__text_put(b, "{", 1);
     for (int i = 0; i < f->nlabels; i++) {
-        if (i) sb_put(b, ",", 1);
-        sb_str(b, f->labels[i]);
-        sb_put(b, "=\"", 2);
+        if (i) bus__text_put(b, ",", 1);
+        bus__text_str(b, f->labels[i]);
+        bus__text_put(b, "=\"", 2);
         sb_escaped(b, s->values[i], 1);
-        sb_put(b, "\"", 1);
+        bus__text_put(b, "\"", 1);
     }
     if (le) {
-        if (f->nlabels) sb_put(b, ",", 1);
-        sb_str(b, "le=\"");
-        sb_str(b, le);
-        sb_put(b, "\"", 1);
+        if (f->nlabels) bus__text_put(b, ",", 1);
+        bus__text_str(b, "le=\"");
+        bus__text_str(b, le);
+        bus__text_put(b, "\"", 1);
     }
-    sb_put(b, "}", 1);
+    bus__text_put(b, "}", 1);
 }
 
-static void render_family(sb_t *b, const family_t *f) {
+static void render_family(bus__text_t *b, const family_t *f) {
     sb_fmt(b, "# HELP %s ", f->name);
     sb_escaped(b, f->help, 0);
     sb_fmt(b, "\n# TYPE %s %s\n", f->name, kind_names[f->kind]);
     for (series_t *s = f->series; s; s = s->next) {
         if (f->kind == KIND_COUNTER || f->kind == KIND_GAUGE) {
-            sb_str(b, f->name);
+            bus__text_str(b, f->name);
             sb_labels(b, f, s, NULL);
             if (f->kind == KIND_COUNTER)
                 sb_fmt(b, " %llu\n", (unsigned long long)atomic_load_explicit(&s->v.counter, memory_order_relaxed));
@@ -346,7 +321,7 @@ static void render_family(sb_t *b, const family_t *f) {
         }
         sb_fmt(b, "%s_sum", f->name);
         sb_labels(b, f, s, NULL);
-        sb_put(b, " ", 1);
+        bus__text_put(b, " ", 1);
         sb_double(b, bits_dbl(atomic_load_explicit(&s->v.hist.sum_bits, memory_order_relaxed)));
         sb_fmt(b, "\n%s_count", f->name);
         sb_labels(b, f, s, NULL);
@@ -392,7 +367,7 @@ static void compute_process_start(void) {
     }
 }
 
-static void render_process(sb_t *b) {
+static void render_process(bus__text_t *b) {
     long page = sysconf(_SC_PAGESIZE);
     unsigned long long vsize = 0, rss = 0;
     FILE *fp = fopen("/proc/self/statm", "re");
@@ -416,25 +391,25 @@ static void render_process(sb_t *b) {
     }
     pthread_once(&process_start_once, compute_process_start);
 
-    sb_str(b, "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n"
+    bus__text_str(b, "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n"
               "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total ");
     sb_double(b, cpu);
-    sb_str(b, "\n# HELP process_open_fds Number of open file descriptors.\n"
+    bus__text_str(b, "\n# HELP process_open_fds Number of open file descriptors.\n"
               "# TYPE process_open_fds gauge\n");
     sb_fmt(b, "process_open_fds %ld\n", fds < 0 ? 0 : fds);
-    sb_str(b, "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
+    bus__text_str(b, "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
               "# TYPE process_resident_memory_bytes gauge\n");
     sb_fmt(b, "process_resident_memory_bytes %llu\n", rss * (unsigned long long)(page > 0 ? page : 4096));
-    sb_str(b, "# HELP process_start_time_seconds Start time of the process since unix epoch in seconds.\n"
+    bus__text_str(b, "# HELP process_start_time_seconds Start time of the process since unix epoch in seconds.\n"
               "# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds ");
     sb_double(b, process_start);
-    sb_str(b, "\n# HELP process_virtual_memory_bytes Virtual memory size in bytes.\n"
+    bus__text_str(b, "\n# HELP process_virtual_memory_bytes Virtual memory size in bytes.\n"
               "# TYPE process_virtual_memory_bytes gauge\n");
     sb_fmt(b, "process_virtual_memory_bytes %llu\n", vsize * (unsigned long long)(page > 0 ? page : 4096));
 }
 
 char *bus_metrics_render(size_t *len) {
-    sb_t b = {0};
+    bus__text_t b = {0};
     pthread_mutex_lock(&reg_lock);
     for (family_t *f = families; f; f = f->next) render_family(&b, f);
     pthread_mutex_unlock(&reg_lock);

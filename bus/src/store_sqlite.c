@@ -31,6 +31,7 @@
 #include "bus/error.h"
 #include "bus/log.h"
 #include "store_int.h"
+#include "textbuf.h"
 
 #define SQ_BUSY_MS 5000
 #define SQ_CACHE 48
@@ -360,63 +361,23 @@ static sqlite3_stmt *prepare_q(conn_t *c, sql_t *q, int *err) {
  * on the loop thread. Parsing here would allocate every node in this
  * thread's malloc arena and free them all on the loop thread, and such
  * cross-thread frees contend for the arena's lock (it was a quarter of a
- * worker's CPU on a store-heavy RPC). */
-typedef struct {
-    char *buf;
-    size_t len, cap;
-    int oom;
-} text_t;
-
-static void text_put(text_t *t, const char *p, size_t n) {
-    if (t->oom) return;
-    if (t->len + n + 1 > t->cap) {
-        size_t cap = t->cap ? t->cap : 256;
-        while (cap < t->len + n + 1) cap *= 2;
-        char *b = realloc(t->buf, cap);
-        if (!b) {
-            t->oom = 1;
-            return;
-        }
-        t->buf = b;
-        t->cap = cap;
-    }
-    memcpy(t->buf + t->len, p, n);
-    t->len += n;
-    t->buf[t->len] = '\0';
-}
-
-static void text_str(text_t *t, const char *v) {
-    text_put(t, "\"", 1);
-    for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
-        char esc[8];
-        if (*p == '"' || *p == '\\') {
-            esc[0] = '\\', esc[1] = (char)*p;
-            text_put(t, esc, 2);
-        } else if (*p < 0x20) {
-            snprintf(esc, sizeof esc, "\\u%04x", *p);
-            text_put(t, esc, 6);
-        } else {
-            text_put(t, (const char *)p, 1);
-        }
-    }
-    text_put(t, "\"", 1);
-}
-
-/* Appends {"_id":..,"_v":..,<the stored body's members>}. 0 or -1. */
-static int text_doc(text_t *t, const char *id, int64_t v, const char *body, int n) {
+ * worker's CPU on a store-heavy RPC).
+ *
+ * Appends {"_id":..,"_v":..,<the stored body's members>}. 0 or -1. */
+static int text_doc(bus__text_t *t, const char *id, int64_t v, const char *body, int n) {
     if (!id || !body || n < 2 || body[0] != '{') return -1;
     char num[32];
-    text_put(t, "{\"_id\":", 7);
-    text_str(t, id);
-    text_put(t, num, (size_t)snprintf(num, sizeof num, ",\"_v\":%lld", (long long)v));
+    bus__text_put(t, "{\"_id\":", 7);
+    bus__text_json_str(t, id);
+    bus__text_put(t, num, (size_t)snprintf(num, sizeof num, ",\"_v\":%lld", (long long)v));
     int i = 1;
     while (i < n && (body[i] == ' ' || body[i] == '\n' || body[i] == '\t' || body[i] == '\r')) i++;
-    if (body[i] != '}') text_put(t, ",", 1);
-    text_put(t, body + i, (size_t)(n - i));
+    if (body[i] != '}') bus__text_put(t, ",", 1);
+    bus__text_put(t, body + i, (size_t)(n - i));
     return t->oom ? -1 : 0;
 }
 
-static int text_row(text_t *t, sqlite3_stmt *st, int id_col, int v_col, int doc_col) {
+static int text_row(bus__text_t *t, sqlite3_stmt *st, int id_col, int v_col, int doc_col) {
     return text_doc(t, (const char *)sqlite3_column_text(st, id_col), sqlite3_column_int64(st, v_col),
                     (const char *)sqlite3_column_text(st, doc_col), sqlite3_column_bytes(st, doc_col));
 }
@@ -447,7 +408,7 @@ static int op_get(conn_t *c, const char *coll, const char *id, char **out) {
     sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
     int rc = sqlite3_step(st), e = 0;
     if (rc == SQLITE_ROW) {
-        text_t t = {0};
+        bus__text_t t = {0};
         if (text_row(&t, st, 0, 1, 2) == 0) *out = t.buf;
         else free(t.buf), e = BUS_EINTERNAL;
     } else {
@@ -506,7 +467,7 @@ static int op_write(conn_t *c, const char *coll, const char *id, int64_t version
         *newv = sqlite3_column_int64(st, 0);
         e = 0;
         if (out) {
-            text_t t = {0};
+            bus__text_t t = {0};
             if (text_doc(&t, id, *newv, (const char *)sqlite3_column_text(st, 1), sqlite3_column_bytes(st, 1)) == 0)
                 *out = t.buf;
             else
@@ -631,9 +592,9 @@ static int op_find(conn_t *c, bus__sreq_t *r) {
     sqlite3_stmt *st = prepare_q(c, &q, &e);
     if (st) {
         cJSON *lastv = NULL;
-        text_t arr = {0};
+        bus__text_t arr = {0};
         char *last_id = NULL;
-        text_put(&arr, "[", 1);
+        bus__text_put(&arr, "[", 1);
         int n = 0, rc;
         while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
             if (n == r->limit) {
@@ -657,7 +618,7 @@ static int op_find(conn_t *c, bus__sreq_t *r) {
                     lastv = NULL;
                 }
             }
-            if (n) text_put(&arr, ",", 1);
+            if (n) bus__text_put(&arr, ",", 1);
             if (text_row(&arr, st, 0, 1, 2) != 0) {
                 rc = SQLITE_CORRUPT;
                 break;
@@ -666,7 +627,7 @@ static int op_find(conn_t *c, bus__sreq_t *r) {
             last_id = strdup((const char *)sqlite3_column_text(st, 0));
             n++;
         }
-        text_put(&arr, "]", 1);
+        bus__text_put(&arr, "]", 1);
         cJSON_Delete(lastv);
         free(last_id);
         if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
@@ -717,7 +678,7 @@ static int op_foau(conn_t *c, bus__sreq_t *r) {
     if (!st) return e;
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
-        text_t t = {0};
+        bus__text_t t = {0};
         e = text_row(&t, st, 0, 1, 2) == 0 ? 0 : BUS_EINTERNAL;
         if (e) free(t.buf);
         else r->out_text = t.buf;

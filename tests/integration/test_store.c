@@ -192,6 +192,13 @@ static void t_crud(const char *be) {
     CHECK_INT(vof(d), 1);
     cJSON_Delete(d);
     CHECK_INT(insert(s, coll, "p1", "{\"name\":\"dup\"}", NULL), BUS_ECONFLICT);
+    /* an id that needs JSON escaping, and an empty body, come back as stored */
+    const char *odd = "we\"ird\\id\n\x01 \xc3\xa9";
+    CHECK_INT(insert(s, coll, odd, "{}", NULL), 0);
+    CHECK_INT(get(s, coll, odd, &d), 0);
+    CHECK_STR(sof(d, "_id"), odd);
+    CHECK_INT(cJSON_GetArraySize(d), 2); /* _id and _v only */
+    cJSON_Delete(d);
 
     CHECK_INT(get(s, coll, "p1", &d), 0);
     CHECK_STR(sof(d, "name"), "Ann");
