@@ -8,9 +8,11 @@
  *
  * Threads. Not libuv's pool: its one global mutex and a condition-variable
  * wake per job made futex calls a third of a worker's CPU on store-heavy
- * RPCs. Here BUS_STORE_THREADS reader threads (default 2) take up to
- * READ_BATCH queued requests per wake, and finished requests go back in
- * batches too: one uv_async_send wakes the loop for all of them.
+ * RPCs. Here the requests of a loop turn are handed over together (one lock,
+ * at most one wake-up per thread), BUS_STORE_THREADS reader threads
+ * (default 2) take up to READ_BATCH queued requests per wake, and finished
+ * requests go back in batches too: one uv_async_send wakes the loop for all
+ * of them.
  *
  * Group commit: when the backend has exec_group (SQLite), writes go to one
  * writer thread instead, which takes every waiting write (up to
@@ -62,7 +64,10 @@ struct bus_store {
     int idle_readers, writer_idle, stopping;
     pthread_t threads[BUS_STORE_MAX_THREADS + 1];
     int nthreads;
-    uv_async_t done_async; /* the loop's wake-up for `done` */
+    uv_async_t done_async;     /* the loop's wake-up for `finished` */
+    uv_prepare_t submit;       /* hands the turn's requests to the threads */
+    req_list_t to_submit;      /* loop thread only: queued in this loop turn */
+    int handles_open;          /* done_async, submit */
 };
 
 /* ---- helpers shared with the backends --------------------------------- */
@@ -294,6 +299,9 @@ int bus_store_open(uv_loop_t *loop, const char *url, bus_store_t **out, char *er
     pthread_cond_init(&s->write_cv, NULL);
     uv_async_init(loop, &s->done_async, on_done);
     s->done_async.data = s;
+    uv_prepare_init(loop, &s->submit);
+    s->submit.data = s;
+    s->handles_open = 2;
     rc = store_threads_start(s, err, errlen);
     if (rc) {
         store_free(s); /* joins what started; freed when the handle closes */
@@ -568,6 +576,7 @@ static void *writer_main(void *arg) {
 
 static void on_async_closed(uv_handle_t *h) {
     bus_store_t *s = h->data;
+    if (--s->handles_open > 0) return;
     void (*done)(void *) = s->done;
     void *dd = s->done_data;
     pthread_mutex_destroy(&s->mu);
@@ -590,6 +599,7 @@ static void store_free(bus_store_t *s) {
     s->be->close(s->impl);
     for (size_t i = 0; i < s->ncolls; i++) free(s->colls[i]);
     uv_close((uv_handle_t *)&s->done_async, on_async_closed);
+    uv_close((uv_handle_t *)&s->submit, on_async_closed);
 }
 
 /* The loop's side: completes every finished request. */
@@ -647,18 +657,39 @@ static bus__sreq_t *req_new(bus_store_t *s, bus__sreq_kind_t kind, void (*cb)(vo
     return r;
 }
 
+/* The requests of a loop turn reach the threads together, from a prepare
+ * handle (it runs before the loop waits for I/O): one lock and at most one
+ * wake-up per thread for the whole turn, where each request used to cost a
+ * lock and a futex wake of its own. */
+static void on_submit(uv_prepare_t *h) {
+    bus_store_t *s = h->data;
+    uv_prepare_stop(h);
+    size_t nreads = 0;
+    int writes = 0;
+    bus__sreq_t *r;
+    pthread_mutex_lock(&s->mu);
+    while ((r = list_pop(&s->to_submit))) {
+        if (s->be->exec_group && bus__store_is_write(r->kind)) {
+            list_push(&s->writes, r);
+            writes = 1;
+        } else {
+            list_push(&s->reads, r);
+            nreads++;
+        }
+    }
+    if (writes && s->writer_idle) pthread_cond_signal(&s->write_cv);
+    if (nreads > READ_BATCH && s->idle_readers > 1)
+        pthread_cond_broadcast(&s->read_cv);
+    else if (nreads && s->idle_readers)
+        pthread_cond_signal(&s->read_cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
 static int req_queue(bus__sreq_t *r) {
     bus_store_t *s = r->store;
     s->inflight++;
-    pthread_mutex_lock(&s->mu);
-    if (s->be->exec_group && bus__store_is_write(r->kind)) {
-        list_push(&s->writes, r);
-        if (s->writer_idle) pthread_cond_signal(&s->write_cv);
-    } else {
-        list_push(&s->reads, r);
-        if (s->idle_readers) pthread_cond_signal(&s->read_cv);
-    }
-    pthread_mutex_unlock(&s->mu);
+    list_push(&s->to_submit, r);
+    if (!uv_is_active((uv_handle_t *)&s->submit)) uv_prepare_start(&s->submit, on_submit);
     return 0;
 }
 
