@@ -1,7 +1,7 @@
 /* Internal to the store: the request every operation becomes, and the
  * backend table. store.c owns the requests (allocates them on the loop
- * thread, queues them on the thread pool, calls back and frees them);
- * a backend's exec() runs on a pool thread, reads the inputs and fills the
+ * thread, queues them for the store threads, calls back and frees them);
+ * a backend's exec() runs on a store thread, reads the inputs and fills the
  * outputs. Every input is a private copy, so exec() may use it freely.
  */
 #ifndef BUS_STORE_INT_H
@@ -65,8 +65,8 @@ typedef struct {
     /* Creates the collection and its indexes. idx/uniq: NULL-terminated. */
     int (*declare)(void *impl, const char *coll, const char *const *idx, const char *const *uniq, char *err,
                    size_t errlen);
-    void (*exec)(void *impl, bus__sreq_t *r); /* on a pool thread */
-    /* Group commit (optional): runs the write requests reqs[0..n) on one pool
+    void (*exec)(void *impl, bus__sreq_t *r); /* on a store thread */
+    /* Group commit (optional): runs the write requests reqs[0..n) on the writer
      * thread, in order, in one transaction, each one all-or-nothing by itself
      * (a failed request leaves no trace and does not fail the others), and
      * makes them durable together. When set, store.c hands it every write

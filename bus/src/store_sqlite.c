@@ -7,7 +7,7 @@
  * planner uses them.
  *
  * Concurrency: the file is in WAL mode, so readers never wait for the writer.
- * Every pool thread has its own connection (found through a thread-local
+ * Every store thread has its own connection (found through a thread-local
  * table keyed by the store's unique id, never shared between threads); a
  * busy timeout makes writers of this and other processes queue for the write
  * lock instead of failing. Writes reach this file in groups (group commit,
@@ -623,8 +623,7 @@ static int op_find(conn_t *c, bus__sreq_t *r) {
                 rc = SQLITE_CORRUPT;
                 break;
             }
-            free(last_id);
-            last_id = strdup((const char *)sqlite3_column_text(st, 0));
+            if (n == r->limit - 1) last_id = strdup((const char *)sqlite3_column_text(st, 0)); /* for the cursor */
             n++;
         }
         bus__text_put(&arr, "]", 1);
@@ -770,14 +769,9 @@ static void run(conn_t *c, bus__sreq_t *r) {
     }
 }
 
-static void sq_exec_group(void *impl, bus__sreq_t **reqs, size_t n);
-
-/* Reads run here, on any pool thread, in parallel with the writer. */
+/* Reads run here, on the reader threads, in parallel with the writer
+ * (store.c hands every write to sq_exec_group). */
 static void sq_exec(void *impl, bus__sreq_t *r) {
-    if (bus__store_is_write(r->kind)) { /* store.c sends writes to exec_group */
-        sq_exec_group(impl, &r, 1);
-        return;
-    }
     conn_t *c = conn_get(impl);
     if (!c) {
         r->status = BUS_EUNAVAILABLE;

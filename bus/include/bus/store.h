@@ -2,7 +2,7 @@
  *
  * Two backends pass the same contract tests (tests/integration/test_store.c):
  *   "sqlite:PATH"   embedded SQLite (the default, BUS_STORE=sqlite:var/bus.db):
- *                   WAL, busy timeout, one connection per thread-pool thread,
+ *                   WAL, busy timeout, one connection per store thread,
  *                   expression indexes on the declared fields; several
  *                   processes on one machine may share the file.
  *                   Options: "sqlite:PATH?sync=normal" (default full).
@@ -81,8 +81,8 @@ const char *bus_store_backend(const bus_store_t *s);
 /* Number of operations queued and not yet called back. */
 size_t bus_store_inflight(const bus_store_t *s);
 
-/* Declares a collection and its indexes; synchronous, call at start (before
- * uv_run or from a thread-pool callback): creates the table/collection and
+/* Declares a collection and its indexes; synchronous (it blocks), call at start,
+ * before uv_run: creates the table/collection and
  * indexes if missing. Each entry of `indexes` and `unique` is one index, a
  * comma-separated list of field paths ("state" or "state,name_key"); both
  * arrays are NULL-terminated and may be NULL. A document lacking one of the
