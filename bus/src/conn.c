@@ -918,13 +918,18 @@ static int handle_other_frame(bus_conn_t *c, amqp_connection_state_t st) {
 }
 
 /* Reads and dispatches everything that is readable or already buffered,
- * never waiting. */
+ * never waiting. Only the first round may read the socket: once what one
+ * recv() brought is used up, the next recv() would almost always be an
+ * EAGAIN followed by rabbitmq-c's zero-timeout poll(), two wasted system
+ * calls per loop turn. Anything that arrives later makes the socket
+ * readable again (level-triggered), so nothing is left behind. */
 static void pump(bus_conn_t *c) {
     if (c->pumping || !c->amqp) return;
     c->pumping = 1;
     amqp_connection_state_t st = c->amqp;
     struct timeval zero = {0, 0};
     for (int rounds = 0; rounds < 4096 && c->amqp == st; rounds++) {
+        if (rounds > 0 && !amqp_frames_enqueued(st) && !amqp_data_in_buffer(st)) break;
         amqp_envelope_t e;
         amqp_maybe_release_buffers(st);
         amqp_rpc_reply_t r = amqp_consume_message(st, &e, &zero, 0);

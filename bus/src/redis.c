@@ -1,11 +1,12 @@
 /* Redis on libuv.
  *
  * The adapter. hiredis's async context asks for read/write interest through
- * five hooks (ev.addRead ... ev.cleanup); we back them with one uv_poll_t per
- * connection (ev_t). Unlike the adapter shipped with hiredis 0.14, a poll
- * error is passed on: we let hiredis read/write so that it sees the socket
- * error and disconnects, instead of leaving the connection hanging. The
- * ev_t outlives its hiredis context until uv_close has finished.
+ * five hooks (ev.addRead ... ev.cleanup); we back them with one uv_poll_t and
+ * one uv_prepare_t per connection (ev_t). Unlike the adapter shipped with
+ * hiredis 0.14, a poll error is passed on: we let hiredis read/write so that
+ * it sees the socket error and disconnects, instead of leaving the
+ * connection hanging. The ev_t outlives its hiredis context until both
+ * handles are closed.
  *
  * Timeouts. hiredis 0.14 has no command timeout. Every command is a req_t
  * on a FIFO list (replies come back in the order commands were sent); all
@@ -48,8 +49,12 @@ typedef struct req {
 
 typedef struct {
     uv_poll_t poll;
+    uv_prepare_t flush;    /* writes what hiredis has queued, before the loop waits */
     redisAsyncContext *ac; /* NULL once hiredis cleaned up */
-    int events;
+    int events;            /* what poll is armed for */
+    int want_write;        /* hiredis has output queued */
+    int flushing;          /* inside flush: a new write wish means the socket is full */
+    int open_handles;
 } ev_t;
 
 struct bus_redis {
@@ -90,6 +95,15 @@ static void seterr(bus_redis_t *r, const char *fmt, ...) {
 
 /* ---- the libuv adapter -------------------------------------------------- */
 
+/* Once connected, hiredis's output is written from a uv_prepare_t rather
+ * than by arming the poll for writability: a command costs one send() in
+ * the turn it was issued, and the poll keeps the same interest (reading) for
+ * the connection's life. libuv carries out every uv_poll_start() with a new
+ * interest as an epoll DEL and ADD, which were two system calls per command
+ * batch. Only when the socket is full is writability armed. Before the
+ * connection is up, writability is how hiredis learns that connect() ended,
+ * so that phase uses the poll. */
+
 static void ev_poll_cb(uv_poll_t *h, int status, int events) {
     ev_t *e = h->data;
     if (!e->ac) return;
@@ -105,26 +119,55 @@ static void ev_poll_cb(uv_poll_t *h, int status, int events) {
     if (e->ac && (events & UV_WRITABLE)) redisAsyncHandleWrite(e->ac);
 }
 
-static void ev_update(ev_t *e, int add, int flag) {
-    if (add)
-        e->events |= flag;
-    else
-        e->events &= ~flag;
-    if (e->events)
-        uv_poll_start(&e->poll, e->events, ev_poll_cb);
+static void ev_arm(ev_t *e, int events) {
+    if (events == e->events) return;
+    e->events = events;
+    if (events)
+        uv_poll_start(&e->poll, events, ev_poll_cb);
     else
         uv_poll_stop(&e->poll);
 }
-static void ev_add_read(void *p) { ev_update(p, 1, UV_READABLE); }
-static void ev_del_read(void *p) { ev_update(p, 0, UV_READABLE); }
-static void ev_add_write(void *p) { ev_update(p, 1, UV_WRITABLE); }
-static void ev_del_write(void *p) { ev_update(p, 0, UV_WRITABLE); }
-static void ev_closed(uv_handle_t *h) { free(h->data); }
+
+static void ev_flush_cb(uv_prepare_t *p) {
+    ev_t *e = p->data;
+    uv_prepare_stop(p);
+    if (!e->ac || !e->want_write) return;
+    e->flushing = 1;
+    redisAsyncHandleWrite(e->ac); /* calls ev_del_write when all went out */
+    e->flushing = 0;
+}
+
+static void ev_add_read(void *p) {
+    ev_t *e = p;
+    ev_arm(e, e->events | UV_READABLE);
+}
+static void ev_del_read(void *p) {
+    ev_t *e = p;
+    ev_arm(e, e->events & ~UV_READABLE);
+}
+static void ev_add_write(void *p) {
+    ev_t *e = p;
+    e->want_write = 1;
+    if ((e->ac->c.flags & REDIS_CONNECTED) && !e->flushing)
+        uv_prepare_start(&e->flush, ev_flush_cb);
+    else
+        ev_arm(e, e->events | UV_WRITABLE);
+}
+static void ev_del_write(void *p) {
+    ev_t *e = p;
+    e->want_write = 0;
+    ev_arm(e, e->events & ~UV_WRITABLE);
+}
+static void ev_closed(uv_handle_t *h) {
+    ev_t *e = h->data;
+    if (--e->open_handles == 0) free(e);
+}
 static void ev_cleanup(void *p) {
     ev_t *e = p;
     e->ac->ev.data = NULL;
     e->ac = NULL;
     uv_close((uv_handle_t *)&e->poll, ev_closed);
+    uv_close((uv_handle_t *)&e->flush, ev_closed);
 }
 
 static int ev_attach(uv_loop_t *loop, redisAsyncContext *ac) {
@@ -134,7 +177,10 @@ static int ev_attach(uv_loop_t *loop, redisAsyncContext *ac) {
         free(e);
         return -1;
     }
+    uv_prepare_init(loop, &e->flush);
+    e->open_handles = 2;
     e->poll.data = e;
+    e->flush.data = e;
     e->ac = ac;
     ac->ev.data = e;
     ac->ev.addRead = ev_add_read;
