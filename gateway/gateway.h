@@ -105,6 +105,8 @@ typedef struct gw_req {
     char event_id[40];          /* events route: the id published */
     /* next step after the rate limit */
     void (*next)(struct gw_req *r);
+    /* next step once the service is known to have a live instance */
+    void (*after_check)(struct gw_req *r);
     struct gw_req *free_next;   /* free-list link */
 } gw_req_t;
 
@@ -145,16 +147,16 @@ void gw_health(gw_req_t *r);
 void gw_health_services(gw_req_t *r);
 void gw_service_status(gw_req_t *r);
 void gw_metrics(gw_req_t *r);
-/* Consumers on rpc.<service>, from a ~1 s cache of queue.declare passive.
- * Returns 0 with *consumers set, BUS_ENOT_FOUND (no such queue) or
- * BUS_EUNAVAILABLE (broker down). */
-int gw_service_consumers(gw_t *gw, const char *service, uint32_t *consumers);
+/* Goes on with then(r) when rpc.<r->service> has a consumer (from the
+ * queue cache, or once a probe of the broker answers: see health.c);
+ * otherwise answers 404 (no such queue) or 503 (no consumer, broker down)
+ * and r is gone. */
+void gw_require_live_service(gw_req_t *r, void (*then)(gw_req_t *r));
+/* Frees the queue cache (at exit, after the broker connection is closed). */
 void gw_health_free(void);
 
 /* ---- openapi.c ---- */
 /* Builds the document from the registry (may be NULL). malloc'd, caller frees. */
-/* routes.c: 404/503 answered unless the service has a live instance (then 0). */
-int gw_require_live_service(gw_req_t *r);
 char *gw_openapi_build(const bus_schema_registry_t *reg, const char *schemas_dir, size_t *len);
 void gw_openapi(gw_req_t *r);
 

@@ -7,10 +7,14 @@
  *   GET /api/v1/services/{name}/status  that service's ping reply
  *   GET /metrics                        Prometheus text
  *
- * The broker is asked with passive queue declares (bus_conn_queue_info):
- * synchronous but sub-millisecond, so their answers are cached (~1 s; 250 ms
- * for "no consumer" and "no queue", so a service that just started is seen
- * quickly) and the event loop is never held for long.
+ * The broker is asked with passive queue declares that do not wait
+ * (bus_conn_queue_probe). Answers are cached per queue: 1 s for a queue with
+ * consumers, 250 ms for "no consumer" and "no queue" (so a service that just
+ * started is seen quickly). A request that finds a fresh answer goes on at
+ * once (and a live answer in its last quarter is refreshed behind it, so
+ * steady traffic never waits); any other waits for a probe, and all
+ * requests waiting on one queue share one probe. The event loop never waits
+ * for the broker.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,62 +25,154 @@
 #include "bus/topology.h"
 #include "gateway.h"
 
-#define CACHE_SLOTS 64
+#define CACHE_SLOTS 256
 #define TTL_OK_MS 1000
 #define TTL_NEG_MS 250
 
+typedef struct waiter {
+    struct waiter *next;
+    void (*cb)(void *data);
+    void *data;
+} waiter_t;
+
 typedef struct {
-    char name[72]; /* queue name; "" = free */
-    int rc;        /* 0 or BUS_ENOT_FOUND */
+    char name[72];        /* queue name; "" = free */
+    int known;            /* rc and counts are an answer read on connection generation gen */
+    int rc;               /* of the last probe: 0, BUS_ENOT_FOUND, BUS_EUNAVAILABLE */
     uint32_t messages, consumers;
-    uint64_t at;   /* uv_now of the look-up */
-    uint64_t gen;  /* connection generation it was read on */
+    uint64_t at;          /* uv_now of that answer */
+    uint64_t gen;
+    int probing;          /* a probe is out: the slot is not reused until it answers */
+    waiter_t *waiters;    /* called (and freed) when the probe answers */
 } qinfo_t;
 
 static qinfo_t cache[CACHE_SLOTS];
 static unsigned next_victim;
+static gw_t *cache_gw; /* probes answer on the one gateway of the process */
 
-/* Queue info through the cache. 0, BUS_ENOT_FOUND or BUS_EUNAVAILABLE. */
-static int queue_info(gw_t *gw, const char *queue, uint32_t *messages, uint32_t *consumers) {
-    if (!bus_conn_is_up(gw->conn)) return BUS_EUNAVAILABLE;
-    uint64_t now = uv_now(gw->loop), gen = bus_conn_generation(gw->conn);
-    qinfo_t *slot = NULL;
+/* The slot of `queue`; with create, a free or reusable one is taken (NULL
+ * when every slot has a probe out). */
+static qinfo_t *slot_of(const char *queue, int create) {
     for (int i = 0; i < CACHE_SLOTS; i++)
-        if (strcmp(cache[i].name, queue) == 0) {
-            slot = &cache[i];
-            break;
+        if (strcmp(cache[i].name, queue) == 0) return &cache[i];
+    if (!create) return NULL;
+    qinfo_t *slot = NULL;
+    for (int i = 0; i < CACHE_SLOTS && !slot; i++)
+        if (!cache[i].name[0]) slot = &cache[i];
+    for (int i = 0; i < CACHE_SLOTS && !slot; i++) {
+        qinfo_t *v = &cache[next_victim++ % CACHE_SLOTS];
+        if (!v->probing) slot = v;
+    }
+    if (!slot) return NULL;
+    memset(slot, 0, sizeof *slot);
+    snprintf(slot->name, sizeof slot->name, "%s", queue);
+    return slot;
+}
+
+static int current(gw_t *gw, const qinfo_t *q) { return q->known && q->gen == bus_conn_generation(gw->conn); }
+static int live(const qinfo_t *q) { return q->rc == 0 && q->consumers > 0; }
+static int fresh(gw_t *gw, const qinfo_t *q) {
+    return current(gw, q) && uv_now(gw->loop) - q->at < (live(q) ? TTL_OK_MS : TTL_NEG_MS);
+}
+
+static void on_probe(int status, uint32_t messages, uint32_t consumers, void *data) {
+    qinfo_t *q = data;
+    gw_t *gw = cache_gw;
+    q->probing = 0;
+    q->rc = status == 0 || status == BUS_ENOT_FOUND ? status : BUS_EUNAVAILABLE;
+    q->known = q->rc != BUS_EUNAVAILABLE;
+    q->messages = status == 0 ? messages : 0;
+    q->consumers = status == 0 ? consumers : 0;
+    q->at = uv_now(gw->loop);
+    q->gen = bus_conn_generation(gw->conn);
+    waiter_t *w = q->waiters;
+    q->waiters = NULL;
+    while (w) { /* callbacks may look the slot up again (it holds the answer) or probe anew */
+        waiter_t *n = w->next;
+        w->cb(w->data);
+        free(w);
+        w = n;
+    }
+}
+
+/* Makes sure a probe of q is out; with cb, cb(data) runs when it answers.
+ * 0, or BUS_EUNAVAILABLE / BUS_EINTERNAL (cb will not run). */
+static int probe(gw_t *gw, qinfo_t *q, void (*cb)(void *), void *data) {
+    waiter_t *w = NULL;
+    if (cb) {
+        w = malloc(sizeof *w);
+        if (!w) return BUS_EINTERNAL;
+        *w = (waiter_t){q->waiters, cb, data};
+    }
+    if (!q->probing) {
+        int rc = bus_conn_queue_probe(gw->conn, q->name, on_probe, q);
+        if (rc != 0) {
+            free(w);
+            return rc == BUS_EUNAVAILABLE ? rc : BUS_EINTERNAL;
         }
-    if (slot && slot->gen == gen) {
-        uint64_t ttl = slot->rc == 0 && slot->consumers > 0 ? TTL_OK_MS : TTL_NEG_MS;
-        if (now - slot->at < ttl) goto hit;
+        q->probing = 1;
+        cache_gw = gw;
     }
-    uint32_t m = 0, c = 0;
-    int rc = bus_conn_queue_info(gw->conn, queue, &m, &c);
-    if (rc != 0 && rc != BUS_ENOT_FOUND) return BUS_EUNAVAILABLE;
-    if (!slot) {
-        for (int i = 0; i < CACHE_SLOTS && !slot; i++)
-            if (!cache[i].name[0]) slot = &cache[i];
-        if (!slot) slot = &cache[next_victim++ % CACHE_SLOTS];
-        snprintf(slot->name, sizeof slot->name, "%s", queue);
-    }
-    slot->rc = rc;
-    slot->messages = m;
-    slot->consumers = c;
-    slot->at = now;
-    slot->gen = gen;
-hit:
-    if (messages) *messages = slot->messages;
-    if (consumers) *consumers = slot->consumers;
-    return slot->rc;
+    if (w) q->waiters = w;
+    return 0;
 }
 
-int gw_service_consumers(gw_t *gw, const char *service, uint32_t *consumers) {
-    char q[80];
-    bus_queue_name(q, sizeof q, "rpc", service);
-    return queue_info(gw, q, NULL, consumers);
+/* ---- a live instance, before an RPC ---- */
+
+/* Goes on with r->after_check, or answers 404 / 503 from q's answer. */
+static void decide(gw_req_t *r, const qinfo_t *q) {
+    if (!q || q->rc == BUS_EUNAVAILABLE)
+        gw_fail(r, 503, "the message broker is unavailable");
+    else if (q->rc == BUS_ENOT_FOUND)
+        gw_fail(r, 404, "unknown service \"%s\"", r->service);
+    else if (q->consumers == 0)
+        gw_fail(r, 503, "no live instance of service \"%s\"", r->service);
+    else
+        r->after_check(r);
 }
 
-void gw_health_free(void) { memset(cache, 0, sizeof cache); }
+static void rpc_queue(char *q, size_t cap, const char *service) { bus_queue_name(q, cap, "rpc", service); }
+
+static void on_service_probed(void *data) {
+    gw_req_t *r = data;
+    char name[80];
+    rpc_queue(name, sizeof name, r->service);
+    decide(r, slot_of(name, 0));
+}
+
+void gw_require_live_service(gw_req_t *r, void (*then)(gw_req_t *r)) {
+    gw_t *gw = r->gw;
+    if (!bus_conn_is_up(gw->conn)) {
+        gw_fail(r, 503, "the message broker is unavailable");
+        return;
+    }
+    r->after_check = then;
+    char name[80];
+    rpc_queue(name, sizeof name, r->service);
+    qinfo_t *q = slot_of(name, 1);
+    if (!q) {
+        gw_fail(r, 503, "too many services are being looked up; try again");
+        return;
+    }
+    if (fresh(gw, q)) {
+        /* a live answer in its last quarter is refreshed behind the request,
+         * so steady traffic never waits for a probe */
+        if (live(q) && uv_now(gw->loop) - q->at >= TTL_OK_MS * 3 / 4) probe(gw, q, NULL, NULL);
+        decide(r, q);
+        return;
+    }
+    if (probe(gw, q, on_service_probed, r) != 0) gw_fail(r, 503, "the message broker is unavailable");
+}
+
+void gw_health_free(void) {
+    for (int i = 0; i < CACHE_SLOTS; i++)
+        while (cache[i].waiters) {
+            waiter_t *n = cache[i].waiters->next;
+            free(cache[i].waiters);
+            cache[i].waiters = n;
+        }
+    memset(cache, 0, sizeof cache);
+}
 
 static void finish_json(gw_req_t *r, int status, cJSON *doc) {
     char *s = cJSON_PrintUnformatted(doc);
@@ -119,26 +215,66 @@ void gw_health(gw_req_t *r) {
     gw_finish(r, broker ? 200 : 503, "application/json", body, (size_t)n);
 }
 
-static void add_service(gw_t *gw, cJSON *arr, const char *s) {
-    for (int i = 0; i < cJSON_GetArraySize(arr); i++)
-        if (strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(cJSON_GetArrayItem(arr, i), "service")), s) == 0) return;
-    char q[80];
-    uint32_t rpc_m = 0, rpc_c = 0, ev_m = 0, ev_c = 0, dead = 0;
-    bus_queue_name(q, sizeof q, "rpc", s);
-    int rc = queue_info(gw, q, &rpc_m, &rpc_c);
-    bus_queue_name(q, sizeof q, "events", s);
-    queue_info(gw, q, &ev_m, &ev_c);
-    bus_queue_name(q, sizeof q, "dead", s);
-    queue_info(gw, q, &dead, NULL);
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "service", s);
-    cJSON_AddNumberToObject(o, "instances", rpc_c);
-    cJSON_AddNumberToObject(o, "rpc_backlog", rpc_m);
-    cJSON_AddNumberToObject(o, "event_backlog", ev_m);
-    cJSON_AddNumberToObject(o, "dead_letters", dead);
-    cJSON_AddBoolToObject(o, "declared", rc == 0);
-    cJSON_AddStringToObject(o, "status", rc == 0 && rpc_c > 0 ? "up" : "down");
-    cJSON_AddItemToArray(arr, o);
+/* GET /api/v1/health/services: three queues per service (rpc, events,
+ * dead), probed together; the answer is built when the last one is in. */
+#define MAX_HEALTH_SERVICES 64
+typedef struct {
+    gw_req_t *r;
+    size_t nservices;
+    const char *services[MAX_HEALTH_SERVICES];
+    int pending;
+} health_ctx_t;
+
+static const char *const QUEUE_KINDS[3] = {"rpc", "events", "dead"};
+
+static void health_answer(health_ctx_t *h) {
+    gw_t *gw = h->r->gw;
+    cJSON *d = cJSON_CreateObject();
+    cJSON *arr = cJSON_CreateArray();
+    int up = 0, broker_lost = 0;
+    for (size_t i = 0; i < h->nservices; i++) {
+        const qinfo_t *q[3];
+        for (int k = 0; k < 3; k++) {
+            char name[80];
+            bus_queue_name(name, sizeof name, QUEUE_KINDS[k], h->services[i]);
+            q[k] = slot_of(name, 0);
+            if (q[k] && q[k]->rc == BUS_EUNAVAILABLE) broker_lost = 1;
+        }
+        int declared = q[0] && q[0]->known && q[0]->rc == 0;
+        uint32_t instances = declared ? q[0]->consumers : 0;
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "service", h->services[i]);
+        cJSON_AddNumberToObject(o, "instances", instances);
+        cJSON_AddNumberToObject(o, "rpc_backlog", declared ? q[0]->messages : 0);
+        cJSON_AddNumberToObject(o, "event_backlog", q[1] && q[1]->known && q[1]->rc == 0 ? q[1]->messages : 0);
+        cJSON_AddNumberToObject(o, "dead_letters", q[2] && q[2]->known && q[2]->rc == 0 ? q[2]->messages : 0);
+        cJSON_AddBoolToObject(o, "declared", declared);
+        cJSON_AddStringToObject(o, "status", declared && instances > 0 ? "up" : "down");
+        cJSON_AddItemToArray(arr, o);
+        up += declared && instances > 0;
+    }
+    gw_req_t *r = h->r;
+    free(h);
+    if (broker_lost || !bus_conn_is_up(gw->conn)) {
+        cJSON_Delete(arr);
+        cJSON_Delete(d);
+        gw_fail(r, 503, "the message broker is unavailable");
+        return;
+    }
+    cJSON_AddStringToObject(d, "status", (size_t)up == (size_t)cJSON_GetArraySize(arr) ? "ok" : "degraded");
+    cJSON_AddItemToObject(d, "services", arr);
+    finish_json(r, 200, d);
+}
+
+static void on_health_probed(void *data) {
+    health_ctx_t *h = data;
+    if (--h->pending == 0) health_answer(h);
+}
+
+static void health_add(health_ctx_t *h, const char *s) {
+    for (size_t i = 0; i < h->nservices; i++)
+        if (strcmp(h->services[i], s) == 0) return;
+    if (h->nservices < MAX_HEALTH_SERVICES) h->services[h->nservices++] = s;
 }
 
 void gw_health_services(gw_req_t *r) {
@@ -147,20 +283,29 @@ void gw_health_services(gw_req_t *r) {
         gw_fail(r, 503, "the message broker is unavailable");
         return;
     }
-    cJSON *d = cJSON_CreateObject();
-    cJSON *arr = cJSON_CreateArray();
-    for (size_t i = 0; bus_domains[i]; i++) add_service(gw, arr, bus_domains[i]);
+    health_ctx_t *h = calloc(1, sizeof *h);
+    if (!h) {
+        gw_fail(r, 500, "out of memory");
+        return;
+    }
+    h->r = r;
+    /* the names live as long as the gateway: the domain list and the registry */
+    for (size_t i = 0; bus_domains[i]; i++) health_add(h, bus_domains[i]);
     size_t n = gw->schemas ? bus_schema_registry_method_count(gw->schemas) : 0;
     for (size_t i = 0; i < n; i++) {
         const char *s = NULL;
-        if (bus_schema_registry_method_at(gw->schemas, i, &s, NULL, NULL, NULL, NULL) == 0 && s) add_service(gw, arr, s);
+        if (bus_schema_registry_method_at(gw->schemas, i, &s, NULL, NULL, NULL, NULL) == 0 && s) health_add(h, s);
     }
-    int up = 0;
-    for (int i = 0; i < cJSON_GetArraySize(arr); i++)
-        up += strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(cJSON_GetArrayItem(arr, i), "status")), "up") == 0;
-    cJSON_AddStringToObject(d, "status", up == cJSON_GetArraySize(arr) ? "ok" : "degraded");
-    cJSON_AddItemToObject(d, "services", arr);
-    finish_json(r, 200, d);
+    h->pending = 1; /* held while the probes are made, so none can finish h early */
+    for (size_t i = 0; i < h->nservices; i++)
+        for (int k = 0; k < 3; k++) {
+            char name[80];
+            bus_queue_name(name, sizeof name, QUEUE_KINDS[k], h->services[i]);
+            qinfo_t *q = slot_of(name, 1);
+            if (!q || fresh(gw, q)) continue;
+            if (probe(gw, q, on_health_probed, h) == 0) h->pending++;
+        }
+    on_health_probed(h);
 }
 
 static void on_ping(int status, const char *reply, size_t len, void *data) {
@@ -176,14 +321,15 @@ static void on_ping(int status, const char *reply, size_t len, void *data) {
     }
 }
 
-void gw_service_status(gw_req_t *r) {
+static void service_status_run(gw_req_t *r) {
     gw_t *gw = r->gw;
-    if (gw_require_live_service(r) != 0) return;
     bus_rpc_call_opts_t opts = {.timeout_ms = gw->cfg.rpc_timeout_ms, .correlation_id = r->request_id,
                                 .caller = "bus-gateway"};
     int rc = bus_rpc_call(gw->rpc, r->service, "ping", "{}", 2, &opts, on_ping, r);
     if (rc != 0) gw_fail(r, 503, "the message broker is unavailable");
 }
+
+void gw_service_status(gw_req_t *r) { gw_require_live_service(r, service_status_run); }
 
 void gw_metrics(gw_req_t *r) {
     size_t len = 0;

@@ -333,26 +333,7 @@ static void on_rpc_reply(int status, const char *reply, size_t len, void *data) 
         gw_fail(r, 503, "the broker connection was lost during the call");
     }
 }
-/* Answers 404 (no such service), 503 (broker down, or no consumer on the
- * service's queue) and returns -1; 0 when an instance can take the call. */
-int gw_require_live_service(gw_req_t *r) {
-    uint32_t consumers = 0;
-    int rc = gw_service_consumers(r->gw, r->service, &consumers);
-    if (rc == BUS_ENOT_FOUND) {
-        gw_fail(r, 404, "unknown service \"%s\"", r->service);
-        return -1;
-    }
-    if (rc != 0) {
-        gw_fail(r, 503, "the message broker is unavailable");
-        return -1;
-    }
-    if (consumers == 0) {
-        gw_fail(r, 503, "no live instance of service \"%s\"", r->service);
-        return -1;
-    }
-    return 0;
-}
-
+static void rpc_send(gw_req_t *r);
 
 static void rpc_run(gw_req_t *r) {
     gw_t *gw = r->gw;
@@ -385,7 +366,18 @@ static void rpc_run(gw_req_t *r) {
         }
     }
     cJSON_Delete(doc);
-    if (gw_require_live_service(r) != 0) return;
+    gw_require_live_service(r, rpc_send);
+}
+
+/* The service has a live instance: the call goes out. */
+static void rpc_send(gw_req_t *r) {
+    gw_t *gw = r->gw;
+    size_t len = 0;
+    const char *body = bus_http_body(r->http, &len);
+    if (len == 0) {
+        body = "{}";
+        len = 2;
+    }
     bus_rpc_call_opts_t opts = {.timeout_ms = gw->cfg.rpc_timeout_ms,
                                 .correlation_id = r->request_id,
                                 .caller = r->key_id[0] ? r->key_id : NULL}; /* no key: no x-caller header */

@@ -18,6 +18,14 @@
 #define CH 1       /* consumers, publishes, acks */
 #define CH_ADMIN 2 /* passive inspection */
 #define CH_FAST 3  /* no confirms: RPC requests, replies, direct reply-to */
+#define CH_PROBE 4 /* asynchronous passive declares (bus_conn_queue_probe) */
+
+typedef struct probe {
+    struct probe *next;
+    bus_queue_probe_cb cb;
+    void *data;
+    char queue[256];
+} probe_t;
 
 typedef struct consumer {
     char tag[128];
@@ -70,6 +78,11 @@ struct bus_conn {
     } out;
     ack_state_t acks[4];  /* per channel (see ack_finish) */
     int admin_channel_open;
+    struct {              /* bus_conn_queue_probe: FIFO, one on the wire at a time */
+        probe_t *head, *tail;
+        int channel;      /* PROBE_CLOSED, PROBE_OPENING, PROBE_OPEN */
+        int sent;         /* head's queue.declare is on the wire */
+    } probes;
     int backoff_ms;
     uint64_t generation;
     uint64_t next_seq;
@@ -613,6 +626,75 @@ int bus_conn_connect_now(bus_conn_t *c, char *err, size_t errlen) {
 /* Fails every pending confirm and drops the connection. Reconnects later
  * unless closing. Safe to call from inside callbacks: pump() notices that
  * the state it was reading is gone. */
+/* ---- asynchronous queue probes ------------------------------------------ */
+
+/* A passive queue.declare answers declare-ok, or closes the channel with 404
+ * when the queue does not exist; so probes have a channel of their own, sent
+ * one at a time, and the channel is opened again (asynchronously too) after
+ * a 404. Their frames go out with the turn's other frames; the answers come
+ * through handle_other_frame. */
+enum { PROBE_CLOSED, PROBE_OPENING, PROBE_OPEN };
+
+static void probes_kick(bus_conn_t *c) {
+    if (!c->amqp || !c->probes.head || c->probes.sent) return;
+    if (c->probes.channel == PROBE_OPENING) return;
+    if (c->probes.channel == PROBE_CLOSED) {
+        amqp_channel_open_t open = {.out_of_band = amqp_empty_bytes};
+        method_arg_t m = {AMQP_CHANNEL_OPEN_METHOD, &open};
+        if (out_frame(c, AMQP_FRAME_METHOD, CH_PROBE, 64, enc_method, &m) != 0) return;
+        c->probes.channel = PROBE_OPENING;
+        return;
+    }
+    amqp_queue_declare_t d = {.queue = amqp_cstring_bytes(c->probes.head->queue), .passive = 1,
+                              .arguments = amqp_empty_table};
+    method_arg_t m = {AMQP_QUEUE_DECLARE_METHOD, &d};
+    if (out_frame(c, AMQP_FRAME_METHOD, CH_PROBE, 512, enc_method, &m) != 0) return;
+    c->probes.sent = 1;
+}
+
+/* The head's answer: pops it, asks the next one, then calls back. */
+static void probes_answer(bus_conn_t *c, int status, uint32_t messages, uint32_t consumers) {
+    probe_t *p = c->probes.head;
+    if (!p || !c->probes.sent) return;
+    c->probes.head = p->next;
+    if (!c->probes.head) c->probes.tail = NULL;
+    c->probes.sent = 0;
+    probes_kick(c);
+    p->cb(status, messages, consumers, p->data);
+    free(p);
+}
+
+/* Every waiting probe is answered BUS_EUNAVAILABLE (the connection is gone). */
+static void probes_fail_all(bus_conn_t *c) {
+    probe_t *p = c->probes.head;
+    c->probes.head = c->probes.tail = NULL;
+    c->probes.channel = PROBE_CLOSED;
+    c->probes.sent = 0;
+    while (p) { /* callbacks may probe again: they get BUS_EUNAVAILABLE at once */
+        probe_t *n = p->next;
+        p->cb(BUS_EUNAVAILABLE, 0, 0, p->data);
+        free(p);
+        p = n;
+    }
+}
+
+int bus_conn_queue_probe(bus_conn_t *c, const char *queue, bus_queue_probe_cb cb, void *data) {
+    if (!c->amqp || !c->up) return BUS_EUNAVAILABLE;
+    if (strlen(queue) > 255) return BUS_EBAD_REQUEST;
+    probe_t *p = calloc(1, sizeof *p);
+    if (!p) return BUS_EINTERNAL;
+    memcpy(p->queue, queue, strlen(queue) + 1);
+    p->cb = cb;
+    p->data = data;
+    if (c->probes.tail)
+        c->probes.tail->next = p;
+    else
+        c->probes.head = p;
+    c->probes.tail = p;
+    probes_kick(c);
+    return 0;
+}
+
 static void teardown(bus_conn_t *c, int err, const char *why) {
     if (!c->amqp) return;
     amqp_connection_state_t st = c->amqp;
@@ -654,6 +736,7 @@ static void teardown(bus_conn_t *c, int err, const char *why) {
         free(pc);
         pc = n;
     }
+    probes_fail_all(c);
     if (err != 0) {
         bus_counter_inc(m_conn_lost, 1);
         bus_warn(NULL, "amqp: connection lost: %s", why ? why : bus_strerror(err));
@@ -889,11 +972,35 @@ static int handle_other_frame(bus_conn_t *c, amqp_connection_state_t st) {
         remove_consumer(c, m->consumer_tag.bytes, m->consumer_tag.len);
         return 0;
     }
+    case AMQP_CHANNEL_OPEN_OK_METHOD:
+        if (frame.channel == CH_PROBE) {
+            c->probes.channel = PROBE_OPEN;
+            probes_kick(c);
+        }
+        return 0;
+    case AMQP_QUEUE_DECLARE_OK_METHOD:
+        if (frame.channel == CH_PROBE) {
+            amqp_queue_declare_ok_t *ok = frame.payload.method.decoded;
+            probes_answer(c, 0, ok->message_count, ok->consumer_count);
+            return c->amqp == st ? 0 : -1;
+        }
+        return 0;
     case AMQP_CHANNEL_CLOSE_METHOD: {
         amqp_channel_close_t *m = frame.payload.method.decoded;
         char why[300];
         snprintf(why, sizeof why, "broker closed channel %u: %u %.*s", frame.channel, m->reply_code,
                  (int)m->reply_text.len, (char *)m->reply_text.bytes);
+        if (frame.channel == CH_PROBE) { /* after our frames of this turn, which it ignores now */
+            amqp_channel_close_ok_t ok = {0};
+            method_arg_t cm = {AMQP_CHANNEL_CLOSE_OK_METHOD, &ok};
+            if (out_frame(c, AMQP_FRAME_METHOD, CH_PROBE, 16, enc_method, &cm) != 0) {
+                teardown(c, BUS_EUNAVAILABLE, "out of memory");
+                return -1;
+            }
+            c->probes.channel = PROBE_CLOSED;
+            probes_answer(c, m->reply_code == AMQP_NOT_FOUND ? BUS_ENOT_FOUND : BUS_EINTERNAL, 0, 0);
+            return c->amqp == st ? 0 : -1;
+        }
         amqp_channel_close_ok_t ok = {0};
         amqp_send_method(st, frame.channel, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
         if (frame.channel == CH_ADMIN) {
