@@ -19,6 +19,8 @@
 #define CH_ADMIN 2 /* passive inspection */
 #define CH_FAST 3  /* no confirms: RPC requests, replies, direct reply-to */
 #define CH_PROBE 4 /* asynchronous passive declares (bus_conn_queue_probe) */
+#define CH_RPC_IN 5 /* consumers of RPC request queues: their deliveries and acks */
+#define ACK_CHANNELS 6
 
 typedef struct probe {
     struct probe *next;
@@ -76,7 +78,7 @@ struct bus_conn {
         unsigned char *buf;
         size_t len, cap;
     } out;
-    ack_state_t acks[4];  /* per channel (see ack_finish) */
+    ack_state_t acks[ACK_CHANNELS];  /* per channel (see ack_finish) */
     int admin_channel_open;
     struct {              /* bus_conn_queue_probe: FIFO, one on the wire at a time */
         probe_t *head, *tail;
@@ -335,7 +337,7 @@ static void bit_set(ack_state_t *a, uint64_t tag, int on) {
 }
 
 static void acks_reset(bus_conn_t *c) {
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < ACK_CHANNELS; i++) {
         ack_state_t *a = &c->acks[i];
         free(a->unsent);
         memset(a, 0, sizeof *a);
@@ -355,11 +357,11 @@ static int ack_mark(ack_state_t *a, uint64_t tag) {
 
 /* A delivery arrived; no-ack deliveries are finished at once. */
 static void ack_delivered(bus_conn_t *c, amqp_channel_t ch, uint64_t tag, int no_ack) {
-    if (no_ack && ch < 4) ack_mark(&c->acks[ch], tag);
+    if (no_ack && ch < ACK_CHANNELS) ack_mark(&c->acks[ch], tag);
 }
 
 static int ack_finish(bus_conn_t *c, amqp_channel_t ch, uint64_t tag, int ack, int requeue) {
-    ack_state_t *a = ch < 4 ? &c->acks[ch] : NULL;
+    ack_state_t *a = ch < ACK_CHANNELS ? &c->acks[ch] : NULL;
     if (!a || !ack) {
         if (a) ack_mark(a, tag);
         return out_ack(c, ch, tag, ack, requeue, 0);
@@ -378,7 +380,7 @@ static int ack_finish(bus_conn_t *c, amqp_channel_t ch, uint64_t tag, int ack, i
 
 /* Encodes the acks of this turn (before the turn's frames are written). */
 static void acks_flush(bus_conn_t *c) {
-    for (amqp_channel_t ch = 0; ch < 4 && c->amqp; ch++) {
+    for (amqp_channel_t ch = 0; ch < ACK_CHANNELS && c->amqp; ch++) {
         ack_state_t *a = &c->acks[ch];
         if (!a->nunsent) continue;
         while (bit_get(a, a->floor + 1)) {
@@ -546,13 +548,15 @@ static int open_amqp(bus_conn_t *c, char *err, size_t errlen) {
         r = amqp_get_rpc_reply(st);
         if (!reply_ok(r)) goto fail_reply;
     }
-    amqp_channel_open(st, CH_FAST);
-    r = amqp_get_rpc_reply(st);
-    if (!reply_ok(r)) goto fail_reply;
-    if (c->opts.prefetch) {
-        amqp_basic_qos(st, CH_FAST, 0, c->opts.prefetch, 0);
+    for (amqp_channel_t ch = CH_FAST; ch <= CH_RPC_IN; ch += CH_RPC_IN - CH_FAST) {
+        amqp_channel_open(st, ch);
         r = amqp_get_rpc_reply(st);
         if (!reply_ok(r)) goto fail_reply;
+        if (c->opts.prefetch) {
+            amqp_basic_qos(st, ch, 0, c->opts.prefetch, 0);
+            r = amqp_get_rpc_reply(st);
+            if (!reply_ok(r)) goto fail_reply;
+        }
     }
     free(url);
     c->amqp = st;
@@ -1172,7 +1176,7 @@ int bus_conn_consume(bus_conn_t *c, const char *queue, int no_ack, int exclusive
 
 int bus_conn_consume_fast(bus_conn_t *c, const char *queue, int no_ack, bus_msg_cb cb, void *data, char *tag_out,
                           size_t tag_len) {
-    return start_consumer(c, CH_FAST, queue, no_ack, 0, amqp_empty_table, cb, data, tag_out, tag_len);
+    return start_consumer(c, no_ack ? CH_FAST : CH_RPC_IN, queue, no_ack, 0, amqp_empty_table, cb, data, tag_out, tag_len);
 }
 
 void bus_conn_set_return_handler(bus_conn_t *c, void (*cb)(const char *, const char *, void *), void *data) {

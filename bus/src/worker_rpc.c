@@ -54,10 +54,11 @@ static void send_reply(bus_request_t *r, const char *body, size_t len, int err) 
         .correlation_id = r->msg->correlation_id, /* all a caller needs to match it */
         .unconfirmed = 1,
     };
-    /* The ack follows the reply on the same channel, so the broker has the
-     * reply before it sees the ack; waiting for the reply's confirm would
-     * only hold a prefetch slot longer. A reply nobody waits for any more is
-     * dropped by the broker, and the caller owns the timeout. */
+    /* The ack leaves after the reply, in the same write (acks are encoded
+     * at the end of the loop turn): the broker has the reply in hand before
+     * the request is settled. Waiting for the reply's confirm would only hold
+     * a prefetch slot longer. A reply nobody waits for any more is dropped by
+     * the broker, and the caller owns the timeout. */
     if (bus_conn_publish(w->conn, &p, NULL, NULL) == 0) {
         bus_msg_ack(r->msg);
         bus_counter_inc(w->m_acked, 1);
