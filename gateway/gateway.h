@@ -152,6 +152,9 @@ void gw_metrics(gw_req_t *r);
  * otherwise answers 404 (no such queue) or 503 (no consumer, broker down)
  * and r is gone. */
 void gw_require_live_service(gw_req_t *r, void (*then)(gw_req_t *r));
+/* Answers 503: the broker is down, or blocks the connection (a resource
+ * alarm, named in the message). */
+void gw_fail_broker(gw_req_t *r);
 /* Frees the queue cache (at exit, after the broker connection is closed). */
 void gw_health_free(void);
 

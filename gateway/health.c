@@ -140,10 +140,18 @@ static void on_service_probed(void *data) {
     decide(r, slot_of(name, 0));
 }
 
+void gw_fail_broker(gw_req_t *r) {
+    const char *why = bus_conn_blocked(r->gw->conn);
+    if (why)
+        gw_fail(r, 503, "the message broker refuses messages for now (%s); try again later", *why ? why : "resource alarm");
+    else
+        gw_fail(r, 503, "the message broker is unavailable");
+}
+
 void gw_require_live_service(gw_req_t *r, void (*then)(gw_req_t *r)) {
     gw_t *gw = r->gw;
-    if (!bus_conn_is_up(gw->conn)) {
-        gw_fail(r, 503, "the message broker is unavailable");
+    if (!bus_conn_is_up(gw->conn) || bus_conn_blocked(gw->conn)) {
+        gw_fail_broker(r);
         return;
     }
     r->after_check = then;
@@ -205,13 +213,15 @@ void gw_root(gw_req_t *r) {
 
 void gw_health(gw_req_t *r) {
     gw_t *gw = r->gw;
-    int broker = bus_conn_is_up(gw->conn);
+    int up = bus_conn_is_up(gw->conn);
+    int broker = up && !bus_conn_blocked(gw->conn); /* blocked: RPC and events answer 503 */
     int redis = gw->redis && bus_redis_is_connected(gw->redis);
     char body[256];
     int n = snprintf(body, sizeof body,
                      "{\"status\":\"%s\",\"service\":\"gateway\",\"version\":\"%s\",\"broker\":\"%s\","
                      "\"redis\":\"%s\",\"store\":\"none\"}",
-                     broker && redis ? "ok" : "degraded", BUS_VERSION, broker ? "up" : "down", redis ? "up" : "down");
+                     broker && redis ? "ok" : "degraded", BUS_VERSION, broker ? "up" : up ? "blocked" : "down",
+                     redis ? "up" : "down");
     gw_finish(r, broker ? 200 : 503, "application/json", body, (size_t)n);
 }
 
@@ -279,8 +289,8 @@ static void health_add(health_ctx_t *h, const char *s) {
 
 void gw_health_services(gw_req_t *r) {
     gw_t *gw = r->gw;
-    if (!bus_conn_is_up(gw->conn)) {
-        gw_fail(r, 503, "the message broker is unavailable");
+    if (!bus_conn_is_up(gw->conn) || bus_conn_blocked(gw->conn)) {
+        gw_fail_broker(r);
         return;
     }
     health_ctx_t *h = calloc(1, sizeof *h);

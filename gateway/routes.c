@@ -464,9 +464,9 @@ static void events_run(gw_req_t *r) {
             return;
         }
     }
-    if (!bus_conn_is_up(gw->conn)) {
+    if (!bus_conn_is_up(gw->conn) || bus_conn_blocked(gw->conn)) {
         bus_envelope_clear(&env);
-        gw_fail(r, 503, "the message broker is unavailable");
+        gw_fail_broker(r);
         return;
     }
     snprintf(r->event_id, sizeof r->event_id, "%s", env.id);

@@ -80,10 +80,13 @@ struct bus_conn {
     } out;
     ack_state_t acks[ACK_CHANNELS];  /* per channel (see ack_finish) */
     int admin_channel_open;
+    int blocked;          /* the broker said connection.blocked (a resource alarm) */
+    char blocked_reason[128];
     struct {              /* bus_conn_queue_probe: FIFO, one on the wire at a time */
         probe_t *head, *tail;
         int channel;      /* PROBE_CLOSED, PROBE_OPENING, PROBE_OPEN */
         int sent;         /* head's queue.declare is on the wire */
+        int discard;      /* the answer on the wire belongs to a probe already failed */
     } probes;
     int backoff_ms;
     uint64_t generation;
@@ -108,6 +111,7 @@ struct bus_conn {
 };
 
 static bus_counter_t *m_reconnects, *m_conn_lost, *m_published, *m_publish_nacked, *m_returned;
+static bus_gauge_t *m_blocked;
 
 static void init_metrics(void) {
     if (m_reconnects) return;
@@ -116,6 +120,7 @@ static void init_metrics(void) {
     m_published = bus_counter("bus_amqp_published_total", "Messages published", NULL);
     m_publish_nacked = bus_counter("bus_amqp_publish_failed_total", "Publishes nacked or lost before confirm", NULL);
     m_returned = bus_counter("bus_amqp_returned_total", "Mandatory publishes returned as unroutable", NULL);
+    m_blocked = bus_gauge("bus_amqp_blocked_connections", "AMQP connections the broker blocked (resource alarm)", NULL);
 }
 
 static void teardown(bus_conn_t *c, int err, const char *why);
@@ -470,6 +475,7 @@ int bus_conn_add_listener(bus_conn_t *c, void (*on_up)(bus_conn_t *, void *),
     return 0;
 }
 int bus_conn_is_up(const bus_conn_t *c) { return c->up; }
+const char *bus_conn_blocked(const bus_conn_t *c) { return c->blocked ? c->blocked_reason : NULL; }
 uint64_t bus_conn_generation(const bus_conn_t *c) { return c->generation; }
 size_t bus_conn_unconfirmed(const bus_conn_t *c) { return c->unconfirmed; }
 
@@ -521,14 +527,24 @@ static int open_amqp(bus_conn_t *c, char *err, size_t errlen) {
         snprintf(err, errlen, "connect %s:%d: %s", info.host, info.port, amqp_error_string2(rc));
         goto fail;
     }
-    amqp_table_entry_t props_entries[2];
+    /* rabbitmq-c merges these into its own properties, capabilities included:
+     * connection.blocked asks the broker to say when a resource alarm stops
+     * it reading what we publish (see bus_conn_blocked) */
+    amqp_table_entry_t caps_entries[1];
+    caps_entries[0].key = amqp_cstring_bytes("connection.blocked");
+    caps_entries[0].value.kind = AMQP_FIELD_KIND_BOOLEAN;
+    caps_entries[0].value.value.boolean = 1;
+    amqp_table_entry_t props_entries[3];
     props_entries[0].key = amqp_cstring_bytes("connection_name");
     props_entries[0].value.kind = AMQP_FIELD_KIND_UTF8;
     props_entries[0].value.value.bytes = amqp_cstring_bytes(c->name);
     props_entries[1].key = amqp_cstring_bytes("product");
     props_entries[1].value.kind = AMQP_FIELD_KIND_UTF8;
     props_entries[1].value.value.bytes = amqp_cstring_bytes("libbus");
-    amqp_table_t props = {2, props_entries};
+    props_entries[2].key = amqp_cstring_bytes("capabilities");
+    props_entries[2].value.kind = AMQP_FIELD_KIND_TABLE;
+    props_entries[2].value.value.table = (amqp_table_t){1, caps_entries};
+    amqp_table_t props = {3, props_entries};
     amqp_rpc_reply_t r = amqp_login_with_properties(st, info.vhost, 0, 131072, c->opts.heartbeat_s, &props,
                                                     AMQP_SASL_METHOD_PLAIN, info.user, info.password);
     if (!reply_ok(r)) {
@@ -658,6 +674,12 @@ static void probes_kick(bus_conn_t *c) {
 
 /* The head's answer: pops it, asks the next one, then calls back. */
 static void probes_answer(bus_conn_t *c, int status, uint32_t messages, uint32_t consumers) {
+    if (c->probes.discard) {
+        c->probes.discard = 0;
+        c->probes.sent = 0;
+        probes_kick(c);
+        return;
+    }
     probe_t *p = c->probes.head;
     if (!p || !c->probes.sent) return;
     c->probes.head = p->next;
@@ -668,12 +690,18 @@ static void probes_answer(bus_conn_t *c, int status, uint32_t messages, uint32_t
     free(p);
 }
 
-/* Every waiting probe is answered BUS_EUNAVAILABLE (the connection is gone). */
-static void probes_fail_all(bus_conn_t *c) {
+/* Every waiting probe is answered BUS_EUNAVAILABLE: the connection is gone,
+ * or (still_up) the broker blocked it and reads nothing until the alarm
+ * clears; then the answer already on the wire is awaited and dropped. */
+static void probes_fail(bus_conn_t *c, int still_up) {
     probe_t *p = c->probes.head;
     c->probes.head = c->probes.tail = NULL;
-    c->probes.channel = PROBE_CLOSED;
-    c->probes.sent = 0;
+    if (still_up) {
+        c->probes.discard = c->probes.sent;
+    } else {
+        c->probes.channel = PROBE_CLOSED;
+        c->probes.sent = c->probes.discard = 0;
+    }
     while (p) { /* callbacks may probe again: they get BUS_EUNAVAILABLE at once */
         probe_t *n = p->next;
         p->cb(BUS_EUNAVAILABLE, 0, 0, p->data);
@@ -683,7 +711,7 @@ static void probes_fail_all(bus_conn_t *c) {
 }
 
 int bus_conn_queue_probe(bus_conn_t *c, const char *queue, bus_queue_probe_cb cb, void *data) {
-    if (!c->amqp || !c->up) return BUS_EUNAVAILABLE;
+    if (!c->amqp || !c->up || c->blocked) return BUS_EUNAVAILABLE;
     if (strlen(queue) > 255) return BUS_EBAD_REQUEST;
     probe_t *p = calloc(1, sizeof *p);
     if (!p) return BUS_EINTERNAL;
@@ -740,7 +768,12 @@ static void teardown(bus_conn_t *c, int err, const char *why) {
         free(pc);
         pc = n;
     }
-    probes_fail_all(c);
+    probes_fail(c, 0);
+    if (c->blocked) {
+        c->blocked = 0;
+        c->blocked_reason[0] = 0;
+        bus_gauge_add(m_blocked, -1);
+    }
     if (err != 0) {
         bus_counter_inc(m_conn_lost, 1);
         bus_warn(NULL, "amqp: connection lost: %s", why ? why : bus_strerror(err));
@@ -1014,6 +1047,26 @@ static int handle_other_frame(bus_conn_t *c, amqp_connection_state_t st) {
         teardown(c, BUS_EUNAVAILABLE, why);
         return -1;
     }
+    case AMQP_CONNECTION_BLOCKED_METHOD: {
+        amqp_connection_blocked_t *m = frame.payload.method.decoded;
+        snprintf(c->blocked_reason, sizeof c->blocked_reason, "%.*s", (int)m->reason.len, (char *)m->reason.bytes);
+        if (!c->blocked) {
+            c->blocked = 1;
+            bus_gauge_add(m_blocked, 1);
+            bus_warn(NULL, "amqp: the broker blocked this connection (%s): it reads nothing we publish until "
+                           "the alarm clears", c->blocked_reason);
+            probes_fail(c, 1); /* their answers wait for the alarm to clear */
+        }
+        return c->amqp == st ? 0 : -1;
+    }
+    case AMQP_CONNECTION_UNBLOCKED_METHOD:
+        if (c->blocked) {
+            c->blocked = 0;
+            c->blocked_reason[0] = 0;
+            bus_gauge_add(m_blocked, -1);
+            bus_info(NULL, "amqp: the broker unblocked this connection");
+        }
+        return 0;
     case AMQP_CONNECTION_CLOSE_METHOD: {
         amqp_connection_close_t *m = frame.payload.method.decoded;
         char why[300];

@@ -151,7 +151,9 @@ void bus_rpc_client_free(bus_rpc_client_t *c) {
 int bus_rpc_call(bus_rpc_client_t *c, const char *service, const char *method, const char *params, size_t len,
                  const bus_rpc_call_opts_t *opts, bus_rpc_cb cb, void *data) {
     if (!bus_valid_name(service) || !bus_valid_name(method)) return BUS_EBAD_REQUEST;
-    if (!bus_rpc_client_ready(c)) return BUS_EUNAVAILABLE;
+    /* a blocked connection would hold the request until the alarm clears:
+     * the caller learns now, not at its timeout */
+    if (!bus_rpc_client_ready(c) || bus_conn_blocked(c->conn)) return BUS_EUNAVAILABLE;
     int timeout_ms = opts && opts->timeout_ms > 0 ? opts->timeout_ms : c->default_timeout_ms;
     char queue[80], method_key[140], corr[64], expiration[24];
     bus_queue_name(queue, sizeof queue, "rpc", service);

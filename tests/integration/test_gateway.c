@@ -797,6 +797,75 @@ static void test_broker_restart(void) {
     CHECK(back);
 }
 
+/* A resource alarm: RabbitMQ stops reading from publishing connections and,
+ * as asked (capability connection.blocked), says so. The edge then answers
+ * 503 naming the alarm, instead of letting requests wait in a socket the
+ * broker does not read, and serves again once the alarm clears. */
+static int broker_ctl(const char *args) {
+    const char *dir = getenv("BUS_LOCAL_DIR");
+    if (!dir) return -1;
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "deploy/local/servers.sh ctl '%s' %s >/dev/null 2>&1", dir, args);
+    return system(cmd) == 0 ? 0 : -1;
+}
+static void clear_memory_alarm(void) { broker_ctl("set_vm_memory_high_watermark 0.3"); } /* servers.sh's value */
+
+static void test_broker_blocked(void) {
+    if (!getenv("BUS_LOCAL_DIR")) {
+        printf("SKIP broker_blocked: BUS_LOCAL_DIR not set (no private broker to put under an alarm)\n");
+        return;
+    }
+    setup_files();
+    pid_t w = start_worker();
+    const int P = 26716;
+    pid_t g = start_gateway(P, NULL);
+    static resp_t r, health, ev, metrics;
+    CHECK_INT(post_json(P, "/api/v1/rpc/gwtest/echo", NULL, "{\"name\":\"n\"}", &r), 0);
+    CHECK_INT(r.status, 200);
+    atexit(clear_memory_alarm); /* also when a CHECK below fails */
+    CHECK_INT(broker_ctl("set_vm_memory_high_watermark 0.000001"), 0);
+    int blocked = 0;
+    double end = bt_now_ms() + 15000;
+    while (!blocked && bt_now_ms() < end) {
+        /* requests keep coming: the edge must refuse, not queue them */
+        CHECK_INT(post_json(P, "/api/v1/rpc/gwtest/echo", NULL, "{\"name\":\"n\"}", &r), 0);
+        blocked = r.status == 503 && strstr(r.body, "refuses messages") != NULL;
+        if (!blocked) usleep(100 * 1000);
+    }
+    CHECK(blocked);
+    CHECK_CONTAINS(r.body, "memory");
+    CHECK_CONTAINS(r.body, "\"error\":\"unavailable\"");
+    double t0 = bt_now_ms();
+    CHECK_INT(post_json(P, "/api/v1/rpc/gwtest/echo", NULL, "{\"name\":\"n\"}", &r), 0);
+    CHECK_INT(r.status, 503);
+    CHECK(bt_now_ms() - t0 < 500); /* at once, not at the RPC timeout */
+    CHECK_INT(http(P, "POST", "/api/v1/events/gwtest.created", "Content-Type: application/json\r\n",
+                   "{\"name\":\"hello\"}", &ev), 0);
+    CHECK_INT(ev.status, 503);
+    CHECK_CONTAINS(ev.body, "refuses messages");
+    CHECK_INT(http(P, "GET", "/api/v1/health", NULL, NULL, &health), 0);
+    CHECK_INT(health.status, 503);
+    CHECK_CONTAINS(health.body, "\"broker\":\"blocked\"");
+    CHECK_INT(http(P, "GET", "/metrics", NULL, NULL, &metrics), 0);
+    CHECK_CONTAINS(metrics.body, "bus_amqp_blocked_connections 1");
+    CHECK_INT(broker_ctl("set_vm_memory_high_watermark 0.3"), 0);
+    int back = 0;
+    end = bt_now_ms() + 15000;
+    while (!back && bt_now_ms() < end) {
+        CHECK_INT(post_json(P, "/api/v1/rpc/gwtest/echo", NULL, "{\"name\":\"n\"}", &r), 0);
+        back = r.status == 200;
+        if (!back) usleep(100 * 1000);
+    }
+    CHECK(back);
+    CHECK_INT(http(P, "GET", "/api/v1/health", NULL, NULL, &health), 0);
+    CHECK_CONTAINS(health.body, "\"broker\":\"up\"");
+    CHECK_INT(http(P, "GET", "/metrics", NULL, NULL, &metrics), 0);
+    CHECK_CONTAINS(metrics.body, "bus_amqp_blocked_connections 0");
+    kill(g, SIGTERM);
+    CHECK_INT(bt_wait_exit(g, 10000), 0);
+    bt_kill(w, SIGKILL);
+}
+
 static void test_half_request_and_pipelining(void) {
     setup_files();
     pid_t w = start_worker();
@@ -1052,7 +1121,7 @@ BUS_TESTS({"openapi_of_repo_schemas_resolves", test_openapi_of_repo_schemas_reso
           {"rate_limit_fast_path", test_rate_limit_fast_path, 40},
           {"rate_limit_counts_every_request", test_rate_limit_counts_every_request, 30},
           {"rate_limit_concurrent", test_rate_limit_concurrent, 40},
-          {"redis_down", test_redis_down, 60}, {"broker_restart", test_broker_restart, 120},
+          {"redis_down", test_redis_down, 60}, {"broker_blocked", test_broker_blocked, 60}, {"broker_restart", test_broker_restart, 120},
           {"half_request_and_pipelining", test_half_request_and_pipelining, 40},
           {"thousand_keepalive_connections", test_thousand_keepalive_connections, 90},
           {"two_gateways_one_port", test_two_gateways_one_port, 40},

@@ -166,6 +166,14 @@ void bus_conn_set_return_handler(bus_conn_t *conn,
                                  void *data);
 /* Cancels a consumer (no more deliveries to its callback). */
 int bus_conn_cancel(bus_conn_t *conn, const char *tag);
+/* NULL, or the broker's reason ("low on memory", "low on disk") while it
+ * blocks this connection: under a resource alarm RabbitMQ stops reading from
+ * connections that publish, until connection.unblocked. Whatever is
+ * published meanwhile waits in the socket; callers that answer someone (the
+ * edge, an RPC call) should refuse at once instead. Counted in the gauge
+ * bus_amqp_blocked_connections. */
+const char *bus_conn_blocked(const bus_conn_t *conn);
+
 /* Passive look at a queue on channel 2: messages ready and consumers.
  * BUS_ENOT_FOUND when the queue does not exist. Synchronous: it waits for
  * the broker's answer (for tools and tests; a server uses the probe below). */
@@ -175,9 +183,10 @@ int bus_conn_queue_info(bus_conn_t *conn, const char *queue, uint32_t *messages,
  * the turn's other frames. cb runs later on the loop, exactly once, with 0
  * (and the counts), BUS_ENOT_FOUND (no such queue), BUS_EINTERNAL (the
  * broker refused, e.g. access) or BUS_EUNAVAILABLE (the connection went
- * down first). Probes are answered in the order they were made. Returns 0,
- * or BUS_EUNAVAILABLE (not connected) / BUS_EBAD_REQUEST (name longer than
- * 255 bytes) at once, and cb is then not called. data belongs to the caller
+ * down, or the broker blocked it, first). Probes are answered in the order
+ * they were made. Returns 0, or BUS_EUNAVAILABLE (not connected, or
+ * blocked) / BUS_EBAD_REQUEST (name longer than 255 bytes) at once, and cb
+ * is then not called. data belongs to the caller
  * and must stay valid until cb. */
 typedef void (*bus_queue_probe_cb)(int status, uint32_t messages, uint32_t consumers, void *data);
 int bus_conn_queue_probe(bus_conn_t *conn, const char *queue, bus_queue_probe_cb cb, void *data);

@@ -56,7 +56,8 @@ size_t bus_rpc_client_pending(const bus_rpc_client_t *client);
 
 /* Starts a call. params/len: the params JSON as bytes (copied). On success
  * returns 0 and cb runs exactly once later; otherwise returns
- * BUS_EUNAVAILABLE / BUS_EBAD_REQUEST (bad service or method name) /
+ * BUS_EUNAVAILABLE (not connected, or the broker blocks the connection:
+ * bus_conn_blocked) / BUS_EBAD_REQUEST (bad service or method name) /
  * BUS_EINTERNAL and cb is never called. */
 int bus_rpc_call(bus_rpc_client_t *client, const char *service, const char *method, const char *params, size_t len,
                  const bus_rpc_call_opts_t *opts, bus_rpc_cb cb, void *data);
