@@ -77,6 +77,8 @@ struct bus_conn {
     struct {              /* frames encoded, not yet written (see out_flush) */
         unsigned char *buf;
         size_t len, cap;
+        int stalled;      /* the socket was full: waiting for it to be writable */
+        uint64_t stalled_at; /* uv_now when it filled */
     } out;
     ack_state_t acks[ACK_CHANNELS];  /* per channel (see ack_finish) */
     int admin_channel_open;
@@ -180,6 +182,17 @@ static void on_handle_closed(uv_handle_t *h) {
  * channels, and heartbeats, may come between whole messages: AMQP allows it.
  */
 #define OUT_FLUSH_AT (256u << 10) /* bytes: write at once past this */
+#define OUT_STALL_MAX (64u << 20) /* bytes kept while the broker reads nothing */
+
+/* When the socket is full (the broker is slow, stopped, or blocks us under
+ * a resource alarm) the loop does not wait: out_send keeps the rest in
+ * c->out, the poll waits for writability instead of readability, and frames
+ * made meanwhile are appended. While stalled nothing is read either, because
+ * reading lets rabbitmq-c write (a heartbeat, a close-ok) into the middle of
+ * our half-written frame. Only the synchronous calls, which wait for an
+ * answer anyway, write everything out first (out_flush). A stall longer
+ * than two heartbeat intervals (unless the broker said it blocks us), or
+ * more than OUT_STALL_MAX bytes waiting, ends the connection. */
 
 static int out_reserve(bus_conn_t *c, size_t n) {
     if (c->out.len + n <= c->out.cap) return 0;
@@ -273,14 +286,68 @@ static int out_write_all(bus_conn_t *c, int fd) {
     return 0;
 }
 
-/* out_write_all on the connection; a failure tears it down. 0 or -1. */
+static void on_poll(uv_poll_t *p, int status, int events);
+
+static void poll_for(bus_conn_t *c, int writable) {
+    if (c->poll) uv_poll_start(c->poll, (writable ? UV_WRITABLE : UV_READABLE) | UV_DISCONNECT, on_poll);
+}
+
+static void stall_end(bus_conn_t *c) {
+    if (!c->out.stalled) return;
+    c->out.stalled = 0;
+    poll_for(c, 0);
+}
+
+/* Everything in c->out written, waiting for room if need be: before a
+ * synchronous call. A failure tears the connection down. 0 or -1. */
 static int out_flush(bus_conn_t *c) {
-    if (!c->amqp || c->out.len == 0) return 0;
-    if (out_write_all(c, amqp_get_sockfd(c->amqp)) == 0) return 0;
+    if (!c->amqp || c->out.len == 0) {
+        if (c->amqp) stall_end(c);
+        return 0;
+    }
+    if (out_write_all(c, amqp_get_sockfd(c->amqp)) == 0) {
+        stall_end(c);
+        return 0;
+    }
     char why[128];
     snprintf(why, sizeof why, "send: %s", strerror(errno));
     teardown(c, BUS_EUNAVAILABLE, why);
     return -1;
+}
+
+/* Writes what the socket takes now and keeps the rest (see above). A
+ * failure tears the connection down. 0 or -1. */
+static int out_send(bus_conn_t *c) {
+    if (!c->amqp || c->out.len == 0) return 0;
+    if (c->out.stalled) {
+        if (c->out.len <= OUT_STALL_MAX) return 0;
+        teardown(c, BUS_EUNAVAILABLE, "the broker has read nothing while 64 MiB waited to be sent");
+        return -1;
+    }
+    int fd = amqp_get_sockfd(c->amqp);
+    size_t off = 0;
+    while (off < c->out.len) {
+        ssize_t n = send(fd, c->out.buf + off, c->out.len - off, MSG_NOSIGNAL);
+        if (n > 0) {
+            off += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            memmove(c->out.buf, c->out.buf + off, c->out.len - off);
+            c->out.len -= off;
+            c->out.stalled = 1;
+            c->out.stalled_at = uv_now(c->loop);
+            poll_for(c, 1);
+            return 0;
+        }
+        char why[128];
+        snprintf(why, sizeof why, "send: %s", n == 0 ? "connection closed" : strerror(errno));
+        teardown(c, BUS_EUNAVAILABLE, why);
+        return -1;
+    }
+    c->out.len = 0;
+    return 0;
 }
 
 /* Encodes basic.publish + header + body frames of one message. */
@@ -308,7 +375,7 @@ static int out_publish(bus_conn_t *c, amqp_channel_t ch, amqp_bytes_t exchange, 
         c->out.len = mark; /* nothing of this message stays */
         return -1;
     }
-    return c->out.len >= OUT_FLUSH_AT ? out_flush(c) : 0;
+    return c->out.len >= OUT_FLUSH_AT ? out_send(c) : 0;
 }
 
 /* Encodes basic.ack (multiple or not) or basic.nack. */
@@ -317,7 +384,7 @@ static int out_ack(bus_conn_t *c, amqp_channel_t ch, uint64_t tag, int ack, int 
     amqp_basic_nack_t n = {.delivery_tag = tag, .multiple = 0, .requeue = requeue != 0};
     method_arg_t ma = {ack ? AMQP_BASIC_ACK_METHOD : AMQP_BASIC_NACK_METHOD, ack ? (void *)&a : (void *)&n};
     if (out_frame(c, AMQP_FRAME_METHOD, ch, 64, enc_method, &ma) != 0) return -1;
-    return c->out.len >= OUT_FLUSH_AT ? out_flush(c) : 0;
+    return c->out.len >= OUT_FLUSH_AT ? out_send(c) : 0;
 }
 
 /* ---- ack coalescing -------------------------------------------------------
@@ -405,14 +472,21 @@ static void acks_flush(bus_conn_t *c) {
 
 static void on_prepare(uv_prepare_t *p) {
     bus_conn_t *c = p->data;
-    if (c->amqp && (amqp_frames_enqueued(c->amqp) || amqp_data_in_buffer(c->amqp))) pump(c);
+    if (c->amqp && !c->out.stalled && (amqp_frames_enqueued(c->amqp) || amqp_data_in_buffer(c->amqp))) pump(c);
     acks_flush(c);
-    out_flush(c);
+    out_send(c);
 }
 
 static void on_heartbeat_timer(uv_timer_t *t) {
     bus_conn_t *c = t->data;
-    if (c->amqp) pump(c);
+    if (!c->amqp) return;
+    if (!c->out.stalled) {
+        pump(c);
+        return;
+    }
+    uint64_t limit = (uint64_t)c->opts.heartbeat_s * 2000;
+    if (!c->blocked && uv_now(c->loop) - c->out.stalled_at > limit)
+        teardown(c, BUS_EUNAVAILABLE, "the broker has read nothing for two heartbeat intervals");
 }
 
 static void connect_attempt(bus_conn_t *c);
@@ -490,10 +564,17 @@ static void schedule_reconnect(bus_conn_t *c) {
 
 static void on_poll(uv_poll_t *p, int status, int events) {
     bus_conn_t *c = p->data;
-    (void)events;
     if (!c || !c->amqp || p != c->poll) return;
     if (status < 0) {
         teardown(c, BUS_EUNAVAILABLE, uv_strerror(status));
+        return;
+    }
+    if (c->out.stalled) {
+        if (!(events & UV_WRITABLE)) return;
+        c->out.stalled = 0; /* try again; out_send stalls anew if it is still full */
+        if (out_send(c) != 0 || c->out.stalled) return;
+        poll_for(c, 0);
+        pump(c); /* what arrived meanwhile */
         return;
     }
     pump(c);
@@ -747,6 +828,7 @@ static void teardown(bus_conn_t *c, int err, const char *why) {
         if (c->out.len) out_write_all(c, amqp_get_sockfd(st));
     }
     c->out.len = 0;
+    c->out.stalled = 0;
     acks_reset(c); /* tags start again at 1 on the next connection */
     if (err == 0) { /* clean close */
         amqp_channel_close(st, CH, AMQP_REPLY_SUCCESS);
@@ -1088,7 +1170,7 @@ static int handle_other_frame(bus_conn_t *c, amqp_connection_state_t st) {
  * calls per loop turn. Anything that arrives later makes the socket
  * readable again (level-triggered), so nothing is left behind. */
 static void pump(bus_conn_t *c) {
-    if (c->pumping || !c->amqp) return;
+    if (c->pumping || !c->amqp || c->out.stalled) return; /* stalled: see out_send */
     c->pumping = 1;
     amqp_connection_state_t st = c->amqp;
     struct timeval zero = {0, 0};

@@ -93,6 +93,15 @@ stop_rabbit() {
     pgrep -x beam.smp >/dev/null || pkill -x epmd 2>/dev/null || true
 }
 
+pause_rabbit() {  # the broker hangs: it reads and answers nothing (chaos tests)
+    local pids; pids=$(beam_pids)
+    [ -n "$pids" ] && kill -STOP $pids
+}
+resume_rabbit() {
+    local pids; pids=$(beam_pids)
+    [ -n "$pids" ] && kill -CONT $pids
+}
+
 kill_rabbit() {  # the broker dies at once, as on a crash (chaos tests)
     local pids; pids=$(beam_pids)
     [ -n "$pids" ] && kill -9 $pids 2>/dev/null || true
@@ -134,9 +143,11 @@ case "$cmd" in
     start-rabbit) start_rabbit ;;
     stop-rabbit) stop_rabbit ;;
     kill-rabbit) kill_rabbit ;;
+    pause-rabbit) pause_rabbit ;;
+    resume-rabbit) resume_rabbit ;;
     start-redis) start_redis ;;
     stop-redis) stop_redis ;;
     ctl) shift 2; rabbit_env; exec /usr/lib/rabbitmq/bin/rabbitmqctl -n "$node" "$@" ;;
     env) print_env ;;
-    *) echo "usage: $0 start|stop|start-rabbit|stop-rabbit|start-redis|stop-redis|env [DIR] | ctl DIR ARGS..." >&2; exit 2 ;;
+    *) echo "usage: $0 start|stop|start-rabbit|stop-rabbit|kill-rabbit|pause-rabbit|resume-rabbit|start-redis|stop-redis|env [DIR] | ctl DIR ARGS..." >&2; exit 2 ;;
 esac

@@ -1,5 +1,6 @@
 /* Chaos: the broker killed and restarted under load, workers killed with
- * SIGKILL mid-burst. Counts that nothing is lost. */
+ * SIGKILL mid-burst, the broker hung (SIGSTOP) while a client publishes
+ * more than the sockets hold. Counts that nothing is lost. */
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -213,8 +214,79 @@ static void test_events_survive_broker_restart(void) {
     bt_kill(b, SIGKILL);
 }
 
+/* The broker hangs (SIGSTOP) while 24 MB are published: more than the
+ * socket buffers hold, so the client's socket fills. Its loop must keep
+ * running (a 5 ms timer keeps firing) rather than wait in a send, and once
+ * the broker resumes every message is confirmed and in the queue. */
+typedef struct {
+    uv_timer_t timer;
+    uint64_t last, worst; /* uv_hrtime of the last tick, longest gap (ns) */
+} ticker_t;
+static void on_tick(uv_timer_t *t) {
+    ticker_t *k = t->data;
+    uint64_t now = uv_hrtime();
+    if (k->last && now - k->last > k->worst) k->worst = now - k->last;
+    k->last = now;
+}
+static int stall_confirmed, stall_failed;
+static void on_stall_confirm(int status, void *data) {
+    (void)data;
+    if (status == 0)
+        stall_confirmed++;
+    else
+        stall_failed++;
+}
+
+static void resume_broker(void) { bt_servers("resume-rabbit"); }
+
+static void test_broker_hangs_loop_keeps_running(void) {
+    bt_client_t c;
+    bt_client_open(&c);
+    const char *q = "chaos.stall";
+    bus_conn_delete_queue(c.conn, q);
+    bus_queue_options_t qo = {.durable = 0};
+    CHECK_INT(bus_conn_declare_queue(c.conn, q, &qo), 0);
+    enum { N = 1500, SIZE = 16 * 1024 };
+    static char body[SIZE];
+    memset(body, 'x', sizeof body);
+    static ticker_t k;
+    memset(&k, 0, sizeof k);
+    uv_timer_init(&c.loop, &k.timer);
+    k.timer.data = &k;
+    uv_timer_start(&k.timer, on_tick, 5, 5);
+    atexit(resume_broker); /* also when a CHECK below fails */
+    CHECK_INT(bt_servers("pause-rabbit"), 0);
+    stall_confirmed = stall_failed = 0;
+    for (int i = 0; i < N; i++) {
+        bus_publish_t p = {.exchange = "", .routing_key = q, .body = body, .len = sizeof body};
+        CHECK_INT(bus_conn_publish(c.conn, &p, on_stall_confirm, NULL), 0);
+        if (i % 100 == 99) uv_run(&c.loop, UV_RUN_NOWAIT);
+    }
+    int never = 0;
+    k.last = 0;
+    k.worst = 0;
+    bt_run_until(&c, &never, 1500); /* the broker is still stopped */
+    uint64_t worst_stalled = k.worst;
+    int resumed = bt_servers("resume-rabbit");
+    double end = bt_now_ms() + 30000;
+    while (stall_confirmed + stall_failed < N && bt_now_ms() < end) bt_run_until(&c, &never, 20);
+    uv_close((uv_handle_t *)&k.timer, NULL);
+    printf("  longest loop gap while the broker hung: %.1f ms; confirmed %d of %d\n", (double)worst_stalled / 1e6,
+           stall_confirmed, N);
+    CHECK_INT(resumed, 0);
+    CHECK(worst_stalled < 200 * 1000000ull);
+    CHECK_INT(stall_failed, 0);
+    CHECK_INT(stall_confirmed, N);
+    uint32_t ready = 0, consumers = 0;
+    CHECK_INT(bus_conn_queue_info(c.conn, q, &ready, &consumers), 0);
+    CHECK_INT(ready, N);
+    bus_conn_delete_queue(c.conn, q);
+    bt_client_close(&c);
+}
+
 BUS_TESTS({"broker_killed_fails_pending_calls_then_service_resumes",
            test_broker_killed_fails_pending_calls_then_service_resumes, 90},
           {"worker_sigkilled_mid_burst_loses_no_call", test_worker_sigkilled_mid_burst_loses_no_call, 60},
           {"worker_sigkilled_mid_stream_loses_no_event", test_worker_sigkilled_mid_stream_loses_no_event, 60},
-          {"events_survive_broker_restart", test_events_survive_broker_restart, 90})
+          {"events_survive_broker_restart", test_events_survive_broker_restart, 90},
+          {"broker_hangs_loop_keeps_running", test_broker_hangs_loop_keeps_running, 60})

@@ -7,13 +7,23 @@
  * heartbeat interval that services heartbeats. Every call on a connection
  * must happen on its loop thread.
  *
+ * Publishes and acks are encoded into a buffer and written once per loop
+ * turn. When the broker stops reading (it hangs, or blocks us under a
+ * resource alarm) the loop does not wait for the socket: the rest waits in
+ * the buffer, nothing is read meanwhile, and the connection is dropped
+ * after two heartbeat intervals without progress (not while the broker says
+ * it blocks us) or past 64 MiB waiting.
+ *
  * Channel 1 carries consumers, acks and publishes in confirm mode; channel 2
- * is used for passive inspection (queue depth and consumer counts), because
- * a failed passive declare closes its channel; channel 3 carries what needs
- * no confirm: RPC requests, RPC replies and the direct reply-to consumer
- * (which must share the channel the requests are published on). The reply
- * is the request's confirmation, and a reply's ack follows it on the same
- * connection, so confirms there would only cost a frame and a wake-up.
+ * is used for synchronous passive inspection (queue depth and consumer
+ * counts), because a failed passive declare closes its channel, and
+ * channel 4 for the asynchronous one (bus_conn_queue_probe); channel 3
+ * carries what needs no confirm: RPC requests, RPC replies and the direct
+ * reply-to consumer (which must share the channel the requests are
+ * published on); channel 5 the consumers of RPC request queues and their
+ * acks. The reply is the request's confirmation, and a reply's ack follows
+ * it on the same connection, so confirms there would only cost a frame and
+ * a wake-up.
  *
  * On any loss (socket error, missed heartbeats, broker close) the connection
  * fails every pending publish confirm with BUS_EUNAVAILABLE, calls on_down,
