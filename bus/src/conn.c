@@ -570,6 +570,10 @@ static void on_poll(uv_poll_t *p, int status, int events) {
         return;
     }
     if (c->out.stalled) {
+        if (events & UV_DISCONNECT) { /* nothing is read while stalled: this would fire again and again */
+            teardown(c, BUS_EUNAVAILABLE, "the broker closed the connection");
+            return;
+        }
         if (!(events & UV_WRITABLE)) return;
         c->out.stalled = 0; /* try again; out_send stalls anew if it is still full */
         if (out_send(c) != 0 || c->out.stalled) return;
