@@ -60,6 +60,9 @@ struct al_op {
     cJSON *params; /* a copy of the params (or event data) */
     int attempt;   /* 0, then 1.. after internal retries on conflict */
     al_step_fn load; /* first step after the marker check (method specific) */
+    int marker_in_load; /* load reads the marker itself, with its first documents (al_load_marker) */
+    int marker_loaded;  /* al_load_marker ran (once per op: retries do not read it again) */
+    cJSON *marker;      /* the stored outcome al_load_marker found, or NULL */
 
     /* documents loaded (copies with _id/_v), NULL when absent */
     cJSON *alliance;
@@ -125,6 +128,15 @@ void al_op_commit(al_op_t *op, cJSON *data);
 void al_load_doc(al_op_t *op, const char *coll, const char *id, cJSON **slot);
 void al_load_find(al_op_t *op, const char *coll, cJSON *where, const char *sort, int limit, cJSON **slot);
 void al_load_wait(al_op_t *op, al_step_fn next);
+/* For an op with marker_in_load: the request's marker read as one more load
+ * of the first step, so it shares that step's store round trip (and read
+ * transaction) instead of taking one of its own before it. Only the first
+ * call of an op reads it. The step after that al_load_wait must begin with
+ * al_marker_replayed. */
+void al_load_marker(al_op_t *op);
+/* 1 when the marker was found: the stored outcome has been replayed and op
+ * is gone. 0: go on. */
+int al_marker_replayed(al_op_t *op);
 
 /* ---- documents (store.c) -------------------------------------------- */
 

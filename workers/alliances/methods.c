@@ -173,6 +173,7 @@ static void pair_locked(al_op_t *op) {
 }
 
 static void pair_alliance(al_op_t *op) {
+    if (al_marker_replayed(op)) return;
     const char *actor = PARAM(op, "actor"), *user = PARAM(op, "user");
     if (!op->m_actor) {
         al_op_fail(op, BUS_ENOT_FOUND, "the actor %s is not in an alliance", actor);
@@ -190,6 +191,7 @@ static void pair_alliance(al_op_t *op) {
 }
 
 static void pair_load(al_op_t *op) {
+    al_load_marker(op); /* one store round trip with the two memberships */
     al_load_doc(op, AL_COLL_MEMBERS, PARAM(op, "actor"), &op->m_actor);
     al_load_doc(op, AL_COLL_MEMBERS, PARAM(op, "user"), &op->m_user);
     al_load_wait(op, pair_alliance);
@@ -582,13 +584,16 @@ static void members_load(al_op_t *op) {
 
 /* ---- the table -------------------------------------------------------------------- */
 
+enum { READS, CHANGES, CHANGES_MARKER_IN_LOAD };
+
 static void run(bus_request_t *req, al_step_fn load, int changes) {
     al_op_t *op = al_op_new_request(req, load);
     if (!op) {
         bus_reply_error(req, BUS_EINTERNAL, "out of memory");
         return;
     }
-    if (!changes) {
+    op->marker_in_load = changes == CHANGES_MARKER_IN_LOAD;
+    if (changes == READS) {
         op->key[0] = '\0'; /* read-only: no marker */
         load(op);
         return;
@@ -596,18 +601,18 @@ static void run(bus_request_t *req, al_step_fn load, int changes) {
     al_op_start(op);
 }
 
-static void on_create(bus_request_t *r) { run(r, create_load, 1); }
-static void on_join(bus_request_t *r) { run(r, join_load, 1); }
-static void on_leave(bus_request_t *r) { run(r, al_leave_load, 1); }
-static void on_set_rank(bus_request_t *r) { run(r, pair_load, 1); }
-static void on_kick(bus_request_t *r) { run(r, pair_load, 1); }
-static void on_transfer(bus_request_t *r) { run(r, pair_load, 1); }
-static void on_dissolve(bus_request_t *r) { run(r, dissolve_load, 1); }
-static void on_get(bus_request_t *r) { run(r, get_load, 0); }
-static void on_find(bus_request_t *r) { run(r, find_load, 0); }
-static void on_list(bus_request_t *r) { run(r, list_load, 0); }
-static void on_member(bus_request_t *r) { run(r, member_load, 0); }
-static void on_members(bus_request_t *r) { run(r, members_load, 0); }
+static void on_create(bus_request_t *r) { run(r, create_load, CHANGES); }
+static void on_join(bus_request_t *r) { run(r, join_load, CHANGES); }
+static void on_leave(bus_request_t *r) { run(r, al_leave_load, CHANGES); }
+static void on_set_rank(bus_request_t *r) { run(r, pair_load, CHANGES_MARKER_IN_LOAD); }
+static void on_kick(bus_request_t *r) { run(r, pair_load, CHANGES_MARKER_IN_LOAD); }
+static void on_transfer(bus_request_t *r) { run(r, pair_load, CHANGES_MARKER_IN_LOAD); }
+static void on_dissolve(bus_request_t *r) { run(r, dissolve_load, CHANGES); }
+static void on_get(bus_request_t *r) { run(r, get_load, READS); }
+static void on_find(bus_request_t *r) { run(r, find_load, READS); }
+static void on_list(bus_request_t *r) { run(r, list_load, READS); }
+static void on_member(bus_request_t *r) { run(r, member_load, READS); }
+static void on_members(bus_request_t *r) { run(r, members_load, READS); }
 
 const bus_method_t al_methods[] = {
     {"create", on_create},   {"get", on_get},           {"find", on_find},         {"list", on_list},

@@ -1,6 +1,8 @@
 /* The life of one state-changing request (or consumed event), exactly once:
  *
- *   1. marker check: bus_store_processed_get(scope, key). Found: the request
+ *   1. marker check: bus_store_processed_get(scope, key) (for the pair
+ *      methods read together with their first documents: al_load_marker).
+ *      Found: the request
  *      was already done (we died before answering, or the same message came
  *      twice): publish the stored events again, with their original ids so
  *      consumers dedupe, and answer the stored reply. Nothing is re-applied.
@@ -165,6 +167,7 @@ void al_op_free(al_op_t *op) {
     if (!op) return;
     al_lock_t *l = op->lock;
     op_reset(op);
+    cJSON_Delete(op->marker);
     cJSON_Delete(op->events);
     cJSON_Delete(op->params);
     free(op);
@@ -311,7 +314,7 @@ static void check_marker(al_op_t *op) {
 
 void al_op_start(al_op_t *op) {
     if (!op) return;
-    if (!op->key[0]) { /* no id to remember it by: decided every time */
+    if (!op->key[0] || op->marker_in_load) { /* no id to remember it by: decided every time */
         op->load(op);
         return;
     }
@@ -394,6 +397,36 @@ void al_load_find(al_op_t *op, const char *coll, cJSON *where, const char *sort,
         return;
     }
     op->pending++;
+}
+
+static void on_load_marker(int status, const cJSON *result, void *data) {
+    al_op_t *op = data;
+    if (status == 0)
+        op->marker = cJSON_Duplicate(result, 1);
+    else if (status != BUS_ENOT_FOUND && !op->load_err)
+        op->load_err = status;
+    op->pending--;
+    load_settle(op);
+}
+
+void al_load_marker(al_op_t *op) {
+    if (!op->key[0] || op->marker_loaded) return;
+    op->marker_loaded = 1;
+    int rc = bus_store_processed_get(op->st->store, op->scope, op->key, on_load_marker, op);
+    if (rc != 0) {
+        if (!op->load_err) op->load_err = rc;
+        return;
+    }
+    op->pending++;
+}
+
+int al_marker_replayed(al_op_t *op) {
+    if (!op->marker) return 0;
+    cJSON *outcome = op->marker;
+    op->marker = NULL;
+    replay(op, outcome); /* copies what it keeps; op may be gone after */
+    cJSON_Delete(outcome);
+    return 1;
 }
 
 /* Callbacks of the store never run before this (they come later on the
