@@ -262,9 +262,11 @@ static int enc_body(void *arg, amqp_bytes_t into) {
     return (int)chunk->len;
 }
 
-/* Writes c->out to fd, waiting for room when the socket is full (as
- * rabbitmq-c's own sends do). 0 or -1 (errno set); c->out is empty after. */
-static int out_write_all(bus_conn_t *c, int fd) {
+/* Writes c->out to fd. With wait, waits for room when the socket is full
+ * (as rabbitmq-c's own sends do); without, keeps what the socket did not
+ * take at the front of c->out and returns 1. 0 when everything is written;
+ * -1 on error (errno set). c->out is empty after 0 and -1. */
+static int out_write(bus_conn_t *c, int fd, int wait) {
     size_t off = 0;
     while (off < c->out.len) {
         ssize_t n = send(fd, c->out.buf + off, c->out.len - off, MSG_NOSIGNAL);
@@ -274,6 +276,11 @@ static int out_write_all(bus_conn_t *c, int fd) {
         }
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (!wait) {
+                memmove(c->out.buf, c->out.buf + off, c->out.len - off);
+                c->out.len -= off;
+                return 1;
+            }
             struct pollfd pfd = {.fd = fd, .events = POLLOUT};
             if (poll(&pfd, 1, c->opts.heartbeat_s * 1000) > 0) continue;
             errno = ETIMEDOUT;
@@ -305,7 +312,7 @@ static int out_flush(bus_conn_t *c) {
         if (c->amqp) stall_end(c);
         return 0;
     }
-    if (out_write_all(c, amqp_get_sockfd(c->amqp)) == 0) {
+    if (out_write(c, amqp_get_sockfd(c->amqp), 1) == 0) {
         stall_end(c);
         return 0;
     }
@@ -324,29 +331,17 @@ static int out_send(bus_conn_t *c) {
         teardown(c, BUS_EUNAVAILABLE, "the broker has read nothing while 64 MiB waited to be sent");
         return -1;
     }
-    int fd = amqp_get_sockfd(c->amqp);
-    size_t off = 0;
-    while (off < c->out.len) {
-        ssize_t n = send(fd, c->out.buf + off, c->out.len - off, MSG_NOSIGNAL);
-        if (n > 0) {
-            off += (size_t)n;
-            continue;
-        }
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            memmove(c->out.buf, c->out.buf + off, c->out.len - off);
-            c->out.len -= off;
-            c->out.stalled = 1;
-            c->out.stalled_at = uv_now(c->loop);
-            poll_for(c, 1);
-            return 0;
-        }
+    int rc = out_write(c, amqp_get_sockfd(c->amqp), 0);
+    if (rc == 1) {
+        c->out.stalled = 1;
+        c->out.stalled_at = uv_now(c->loop);
+        poll_for(c, 1);
+    } else if (rc < 0) {
         char why[128];
-        snprintf(why, sizeof why, "send: %s", n == 0 ? "connection closed" : strerror(errno));
+        snprintf(why, sizeof why, "send: %s", strerror(errno));
         teardown(c, BUS_EUNAVAILABLE, why);
         return -1;
     }
-    c->out.len = 0;
     return 0;
 }
 
@@ -829,7 +824,7 @@ static void teardown(bus_conn_t *c, int err, const char *why) {
         c->amqp = st;
         acks_flush(c);
         c->amqp = NULL;
-        if (c->out.len) out_write_all(c, amqp_get_sockfd(st));
+        if (c->out.len) out_write(c, amqp_get_sockfd(st), 1);
     }
     c->out.len = 0;
     c->out.stalled = 0;
