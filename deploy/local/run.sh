@@ -72,8 +72,13 @@ Ctrl-C stops everything.
 MSG
 status=0
 wait -n "${pids[@]}" || status=$?
-# Ctrl-C interrupts this wait (status 130) after stop_all has drained every
-# process; a program that exits by itself is worth a look
-if [ "$stopping" = 0 ]; then
+# A program that exits by itself is worth a look. But Ctrl-C reaches the
+# programs too: they drain and exit 0, and bash then drops its own SIGINT
+# (a child that handled the signal "consumed" it), so the INT trap may never
+# run. A clean exit while every other program is ending as well is that.
+sleep 0.3
+alive=0
+for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=$((alive + 1)); done
+if [ "$stopping" = 0 ] && { [ "$status" != 0 ] || [ "$alive" -gt 0 ]; }; then
     echo "a program stopped by itself (status $status); stopping the others; see var/log/" >&2
 fi
