@@ -653,6 +653,26 @@ static bus_schema_t *compile_kw(cctx_t *c, const cJSON *j, const char *kw, const
     return s;
 }
 
+/* The frame the collection keywords (required, properties,
+ * patternProperties, dependencies) share: the keyword goes on the error
+ * path (*mark, for cpop), its value must be an array (want_array) or an
+ * object, else `what` is the error, and one zeroed element of `size` bytes
+ * is allocated per member. Returns that allocation, or NULL when there is
+ * nothing to fill: empty, wrong type or out of memory (c->rc says which). */
+static void *kw_members(cctx_t *c, const cJSON *v, const char *kw, int want_array, const char *what, size_t size,
+                        size_t *mark) {
+    *mark = cpush(c, kw);
+    if (want_array ? !cJSON_IsArray(v) : !cJSON_IsObject(v)) {
+        cfail(c, "%s", what);
+        return NULL;
+    }
+    int cnt = cJSON_GetArraySize(v);
+    if (cnt == 0) return NULL;
+    void *items = calloc((size_t)cnt, size);
+    if (!items) coom(c);
+    return items;
+}
+
 static int is_int_value(const cJSON *v) {
     return cJSON_IsNumber(v) && isfinite(v->valuedouble) && floor(v->valuedouble) == v->valuedouble;
 }
@@ -997,17 +1017,13 @@ static void compile_object(cctx_t *c, bus_schema_t *n, const cJSON *j, const cha
         n->contains = compile_kw(c, v, "contains", base);
     if (c->rc) return;
 
+    size_t m;
     if ((v = cJSON_GetObjectItemCaseSensitive(j, "required"))) {
-        size_t m = cpush(c, "required");
-        int cnt = cJSON_GetArraySize(v);
-        if (!cJSON_IsArray(v)) {
-            cfail(c, "must be an array of unique strings");
-        } else if (cnt > 0) {
-            n->required = calloc((size_t)cnt, sizeof *n->required);
-            if (!n->required) coom(c);
+        const char *what = "must be an array of unique strings";
+        if ((n->required = kw_members(c, v, "required", 1, what, sizeof *n->required, &m)))
             for (const cJSON *e = v->child; e && !c->rc; e = e->next) {
                 if (!cJSON_IsString(e)) {
-                    cfail(c, "must be an array of unique strings");
+                    cfail(c, "%s", what);
                     break;
                 }
                 for (size_t k = 0; k < n->nrequired; k++)
@@ -1015,18 +1031,11 @@ static void compile_object(cctx_t *c, bus_schema_t *n, const cJSON *j, const cha
                         cfail(c, "\"%s\" is listed twice", e->valuestring);
                 n->required[n->nrequired++] = e->valuestring;
             }
-        }
         cpop(c, m);
         if (c->rc) return;
     }
     if ((v = cJSON_GetObjectItemCaseSensitive(j, "properties"))) {
-        size_t m = cpush(c, "properties");
-        int cnt = cJSON_GetArraySize(v);
-        if (!cJSON_IsObject(v)) {
-            cfail(c, "must be an object of schemas");
-        } else if (cnt > 0) {
-            n->props = calloc((size_t)cnt, sizeof *n->props);
-            if (!n->props) coom(c);
+        if ((n->props = kw_members(c, v, "properties", 0, "must be an object of schemas", sizeof *n->props, &m))) {
             for (const cJSON *e = v->child; e && !c->rc; e = e->next) {
                 n->props[n->nprops].name = e->string;
                 n->props[n->nprops].s = compile_kw(c, e, e->string, base);
@@ -1038,13 +1047,8 @@ static void compile_object(cctx_t *c, bus_schema_t *n, const cJSON *j, const cha
         if (c->rc) return;
     }
     if ((v = cJSON_GetObjectItemCaseSensitive(j, "patternProperties"))) {
-        size_t m = cpush(c, "patternProperties");
-        int cnt = cJSON_GetArraySize(v);
-        if (!cJSON_IsObject(v)) {
-            cfail(c, "must be an object of schemas");
-        } else if (cnt > 0) {
-            n->pprops = calloc((size_t)cnt, sizeof *n->pprops);
-            if (!n->pprops) coom(c);
+        if ((n->pprops = kw_members(c, v, "patternProperties", 0, "must be an object of schemas", sizeof *n->pprops,
+                                    &m)))
             for (const cJSON *e = v->child; e && !c->rc; e = e->next) {
                 char rerr[160];
                 size_t m2 = cpush(c, e->string);
@@ -1059,20 +1063,13 @@ static void compile_object(cctx_t *c, bus_schema_t *n, const cJSON *j, const cha
                 }
                 cpop(c, m2);
             }
-        }
         cpop(c, m);
         if (c->rc) return;
     }
     if ((v = cJSON_GetObjectItemCaseSensitive(j, "additionalProperties")))
         n->add_props = compile_kw(c, v, "additionalProperties", base);
     if ((v = cJSON_GetObjectItemCaseSensitive(j, "dependencies"))) {
-        size_t m = cpush(c, "dependencies");
-        int cnt = cJSON_GetArraySize(v);
-        if (!cJSON_IsObject(v)) {
-            cfail(c, "must be an object");
-        } else if (cnt > 0) {
-            n->deps = calloc((size_t)cnt, sizeof *n->deps);
-            if (!n->deps) coom(c);
+        if ((n->deps = kw_members(c, v, "dependencies", 0, "must be an object", sizeof *n->deps, &m)))
             for (const cJSON *e = v->child; e && !c->rc; e = e->next) {
                 struct dep *d = &n->deps[n->ndeps++];
                 d->name = e->string;
@@ -1089,7 +1086,6 @@ static void compile_object(cctx_t *c, bus_schema_t *n, const cJSON *j, const cha
                     d->s = compile_kw(c, e, e->string, base);
                 }
             }
-        }
         cpop(c, m);
         if (c->rc) return;
     }

@@ -592,6 +592,11 @@ static void test_broken_schemas(void) {
     expect_broken("{\"items\":3}", "/items: must be a schema");
     expect_broken("{\"required\":[\"a\",\"a\"]}", "/required: \"a\" is listed twice");
     expect_broken("{\"required\":\"a\"}", "/required: must be an array");
+    expect_broken("{\"required\":[\"a\",2]}", "/required: must be an array of unique strings");
+    expect_broken("{\"properties\":[]}", "/properties: must be an object of schemas");
+    expect_broken("{\"patternProperties\":\"x\"}", "/patternProperties: must be an object of schemas");
+    expect_broken("{\"dependencies\":[\"a\"]}", "/dependencies: must be an object");
+    expect_broken("{\"properties\":{\"a\":{\"required\":{}}}}", "/properties/a/required: must be an array");
     expect_broken("{\"anyOf\":[]}", "/anyOf: must be a non-empty array");
     expect_broken("{\"allOf\":{}}", "/allOf: must be a non-empty array");
     expect_broken("{\"dependencies\":{\"a\":[1]}}", "/dependencies/a: must be a schema or an array of strings");
