@@ -197,8 +197,11 @@ fi
 ALLI_WRAP= ALLI_PID=
 WORKER_IDLE=- WORKER_AFTER=- WORKER_PEAK=-
 if [ -x "$BUILD/bus-alliances" ]; then
-    # the worker also serves section 2 (the edge calls alliances.*); stopped after it
-    start_bg "$LOGS/alliances.log" 170 env BUS_STORE="sqlite:$SRV_DIR/bench.db" "$BUILD/bus-alliances"
+    # the worker also serves section 2 (the edge calls alliances.*) and the RPC
+    # path rows; stopped after them. Its limit grows with BENCH_SECONDS: about
+    # fourteen load runs (2 here, 7 at the edge, 3 on the RPC path, margin).
+    start_bg "$LOGS/alliances.log" $((60 + 14 * (SECONDS_PER_RUN + 6))) \
+        env BUS_STORE="sqlite:$SRV_DIR/bench.db" "$BUILD/bus-alliances"
     ALLI_WRAP=$BG_WRAP ALLI_PID=$BG_PID
     ready=0 deadline=$((SECONDS + 15))
     while [ $SECONDS -lt $deadline ]; do
@@ -313,7 +316,7 @@ time.sleep(60)
 section "2. HTTP edge"
 if [ -x "$BUILD/bus-gateway" ]; then
     # default settings (access log, rate limiting through Redis), with a limit the load cannot reach
-    start_bg "$LOGS/gateway.log" 120 env BUS_HTTP_ADDR=$HTTP_ADDR BUS_STORE="sqlite:$SRV_DIR/bench.db" BUS_RATE_LIMIT=1000000000 \
+    start_bg "$LOGS/gateway.log" $((60 + 8 * (SECONDS_PER_RUN + 6))) env BUS_HTTP_ADDR=$HTTP_ADDR BUS_STORE="sqlite:$SRV_DIR/bench.db" BUS_RATE_LIMIT=1000000000 \
         "$BUILD/bus-gateway"
     gw_wrap=$BG_WRAP gw_pid=$BG_PID
     gw_up=0
@@ -384,9 +387,11 @@ if [ -n "$ALLI_WRAP" ] && [ -x "$BENCH_BIN/bench_rpc" ]; then
         if run_fg "bench_rpc $m" $((SECONDS_PER_RUN + 20)) "$LOGS/rpcpath_$m.out" "$BENCH_BIN/bench_rpc" \
             --service alliances --method "$m" --body "${BODY[$m]:-"{}"}" --inflight 64 --seconds "$SECONDS_PER_RUN"; then
             t1=$(proc_ticks "$ALLI_PID")
+            alive=1
+            kill -0 "$ALLI_PID" 2>/dev/null || alive=0 # died during the run: no CPU figure
             line=$(result_line "$LOGS/rpcpath_$m.out")
-            us=$(awk -v t=$((t1 - t0)) -v n="$(kv "$line" calls)" -v hz="$(getconf CLK_TCK)" \
-                'BEGIN{ if (n > 0) printf "%.0f", t * 1e6 / hz / n; else print "-" }')
+            us=$(awk -v t=$((t1 - t0)) -v n="$(kv "$line" calls)" -v hz="$(getconf CLK_TCK)" -v alive=$alive \
+                'BEGIN{ if (alive && n > 0) printf "%.0f", t * 1e6 / hz / n; else print "-" }')
             RPC_PATH+=("$(printf 'alliances.%-9s %9s calls/s  p50 %6s ms  p99 %6s ms  worker CPU %4s us/call' \
                 "$m" "$(kv "$line" rps)" "$(kv "$line" p50_ms)" "$(kv "$line" p99_ms)" "$us")")
         fi
