@@ -119,10 +119,19 @@ static int probe(gw_t *gw, qinfo_t *q, void (*cb)(void *), void *data) {
 
 /* ---- a live instance, before an RPC ---- */
 
+void gw_fail_broker(gw_req_t *r) {
+    const char *why = bus_conn_blocked(r->gw->conn);
+    if (why)
+        gw_fail(r, 503, "the message broker refuses messages for now (%s); try again later",
+                *why ? why : "resource alarm");
+    else
+        gw_fail(r, 503, "the message broker is unavailable");
+}
+
 /* Goes on with r->after_check, or answers 404 / 503 from q's answer. */
 static void decide(gw_req_t *r, const qinfo_t *q) {
     if (!q || q->rc == BUS_EUNAVAILABLE)
-        gw_fail(r, 503, "the message broker is unavailable");
+        gw_fail_broker(r);
     else if (q->rc == BUS_ENOT_FOUND)
         gw_fail(r, 404, "unknown service \"%s\"", r->service);
     else if (q->consumers == 0)
@@ -138,14 +147,6 @@ static void on_service_probed(void *data) {
     char name[80];
     rpc_queue(name, sizeof name, r->service);
     decide(r, slot_of(name, 0));
-}
-
-void gw_fail_broker(gw_req_t *r) {
-    const char *why = bus_conn_blocked(r->gw->conn);
-    if (why)
-        gw_fail(r, 503, "the message broker refuses messages for now (%s); try again later", *why ? why : "resource alarm");
-    else
-        gw_fail(r, 503, "the message broker is unavailable");
 }
 
 void gw_require_live_service(gw_req_t *r, void (*then)(gw_req_t *r)) {
@@ -169,7 +170,7 @@ void gw_require_live_service(gw_req_t *r, void (*then)(gw_req_t *r)) {
         decide(r, q);
         return;
     }
-    if (probe(gw, q, on_service_probed, r) != 0) gw_fail(r, 503, "the message broker is unavailable");
+    if (probe(gw, q, on_service_probed, r) != 0) gw_fail_broker(r);
 }
 
 void gw_health_free(void) {
@@ -268,7 +269,7 @@ static void health_answer(health_ctx_t *h) {
     if (broker_lost || !bus_conn_is_up(gw->conn)) {
         cJSON_Delete(arr);
         cJSON_Delete(d);
-        gw_fail(r, 503, "the message broker is unavailable");
+        gw_fail_broker(r);
         return;
     }
     cJSON_AddStringToObject(d, "status", (size_t)up == (size_t)cJSON_GetArraySize(arr) ? "ok" : "degraded");
@@ -336,7 +337,7 @@ static void service_status_run(gw_req_t *r) {
     bus_rpc_call_opts_t opts = {.timeout_ms = gw->cfg.rpc_timeout_ms, .correlation_id = r->request_id,
                                 .caller = "bus-gateway"};
     int rc = bus_rpc_call(gw->rpc, r->service, "ping", "{}", 2, &opts, on_ping, r);
-    if (rc != 0) gw_fail(r, 503, "the message broker is unavailable");
+    if (rc != 0) gw_fail_broker(r);
 }
 
 void gw_service_status(gw_req_t *r) { gw_require_live_service(r, service_status_run); }

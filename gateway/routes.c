@@ -383,7 +383,7 @@ static void rpc_send(gw_req_t *r) {
                                 .caller = r->key_id[0] ? r->key_id : NULL}; /* no key: no x-caller header */
     int rc = bus_rpc_call(gw->rpc, r->service, r->method, body, len, &opts, on_rpc_reply, r);
     if (rc == BUS_EBAD_REQUEST) gw_fail(r, 404, "unknown service \"%s\"", r->service);
-    else if (rc != 0) gw_fail(r, 503, "the message broker is unavailable");
+    else if (rc != 0) gw_fail_broker(r);
 }
 
 static void rpc_route(gw_req_t *r) {
@@ -474,7 +474,7 @@ static void events_run(gw_req_t *r) {
     bus_envelope_clear(&env);
     if (rc != 0) {
         bus_counter_inc(gw->m_publish_failed, 1);
-        gw_fail(r, 503, "the message broker is unavailable");
+        gw_fail_broker(r);
     }
 }
 

@@ -467,7 +467,7 @@ static void acks_flush(bus_conn_t *c) {
 
 static void on_prepare(uv_prepare_t *p) {
     bus_conn_t *c = p->data;
-    if (c->amqp && !c->out.stalled && (amqp_frames_enqueued(c->amqp) || amqp_data_in_buffer(c->amqp))) pump(c);
+    if (c->amqp && (amqp_frames_enqueued(c->amqp) || amqp_data_in_buffer(c->amqp))) pump(c);
     acks_flush(c);
     out_send(c);
 }
@@ -545,6 +545,14 @@ int bus_conn_add_listener(bus_conn_t *c, void (*on_up)(bus_conn_t *, void *),
 }
 int bus_conn_is_up(const bus_conn_t *c) { return c->up; }
 const char *bus_conn_blocked(const bus_conn_t *c) { return c->blocked ? c->blocked_reason : NULL; }
+
+/* The blocked state and its gauge (one per blocked connection). */
+static void set_blocked(bus_conn_t *c, int on) {
+    if (c->blocked == on) return;
+    c->blocked = on;
+    bus_gauge_add(m_blocked, on ? 1 : -1);
+    if (!on) c->blocked_reason[0] = 0;
+}
 uint64_t bus_conn_generation(const bus_conn_t *c) { return c->generation; }
 size_t bus_conn_unconfirmed(const bus_conn_t *c) { return c->unconfirmed; }
 
@@ -644,7 +652,9 @@ static int open_amqp(bus_conn_t *c, char *err, size_t errlen) {
         r = amqp_get_rpc_reply(st);
         if (!reply_ok(r)) goto fail_reply;
     }
-    for (amqp_channel_t ch = CH_FAST; ch <= CH_RPC_IN; ch += CH_RPC_IN - CH_FAST) {
+    static const amqp_channel_t unconfirmed[] = {CH_FAST, CH_RPC_IN};
+    for (size_t i = 0; i < sizeof unconfirmed / sizeof *unconfirmed; i++) {
+        amqp_channel_t ch = unconfirmed[i];
         amqp_channel_open(st, ch);
         r = amqp_get_rpc_reply(st);
         if (!reply_ok(r)) goto fail_reply;
@@ -723,9 +733,6 @@ int bus_conn_connect_now(bus_conn_t *c, char *err, size_t errlen) {
     return rc;
 }
 
-/* Fails every pending confirm and drops the connection. Reconnects later
- * unless closing. Safe to call from inside callbacks: pump() notices that
- * the state it was reading is gone. */
 /* ---- asynchronous queue probes ------------------------------------------ */
 
 /* A passive queue.declare answers declare-ok, or closes the channel with 404
@@ -807,6 +814,9 @@ int bus_conn_queue_probe(bus_conn_t *c, const char *queue, bus_queue_probe_cb cb
     return 0;
 }
 
+/* Fails every pending confirm and drops the connection. Reconnects later
+ * unless closing. Safe to call from inside callbacks: pump() notices that
+ * the state it was reading is gone. */
 static void teardown(bus_conn_t *c, int err, const char *why) {
     if (!c->amqp) return;
     amqp_connection_state_t st = c->amqp;
@@ -850,11 +860,7 @@ static void teardown(bus_conn_t *c, int err, const char *why) {
         pc = n;
     }
     probes_fail(c, 0);
-    if (c->blocked) {
-        c->blocked = 0;
-        c->blocked_reason[0] = 0;
-        bus_gauge_add(m_blocked, -1);
-    }
+    set_blocked(c, 0);
     if (err != 0) {
         bus_counter_inc(m_conn_lost, 1);
         bus_warn(NULL, "amqp: connection lost: %s", why ? why : bus_strerror(err));
@@ -1132,8 +1138,7 @@ static int handle_other_frame(bus_conn_t *c, amqp_connection_state_t st) {
         amqp_connection_blocked_t *m = frame.payload.method.decoded;
         snprintf(c->blocked_reason, sizeof c->blocked_reason, "%.*s", (int)m->reason.len, (char *)m->reason.bytes);
         if (!c->blocked) {
-            c->blocked = 1;
-            bus_gauge_add(m_blocked, 1);
+            set_blocked(c, 1);
             bus_warn(NULL, "amqp: the broker blocked this connection (%s): it reads nothing we publish until "
                            "the alarm clears", c->blocked_reason);
             probes_fail(c, 1); /* their answers wait for the alarm to clear */
@@ -1141,12 +1146,8 @@ static int handle_other_frame(bus_conn_t *c, amqp_connection_state_t st) {
         return c->amqp == st ? 0 : -1;
     }
     case AMQP_CONNECTION_UNBLOCKED_METHOD:
-        if (c->blocked) {
-            c->blocked = 0;
-            c->blocked_reason[0] = 0;
-            bus_gauge_add(m_blocked, -1);
-            bus_info(NULL, "amqp: the broker unblocked this connection");
-        }
+        if (c->blocked) bus_info(NULL, "amqp: the broker unblocked this connection");
+        set_blocked(c, 0);
         return 0;
     case AMQP_CONNECTION_CLOSE_METHOD: {
         amqp_connection_close_t *m = frame.payload.method.decoded;
@@ -1310,7 +1311,8 @@ int bus_conn_consume(bus_conn_t *c, const char *queue, int no_ack, int exclusive
 
 int bus_conn_consume_fast(bus_conn_t *c, const char *queue, int no_ack, bus_msg_cb cb, void *data, char *tag_out,
                           size_t tag_len) {
-    return start_consumer(c, no_ack ? CH_FAST : CH_RPC_IN, queue, no_ack, 0, amqp_empty_table, cb, data, tag_out, tag_len);
+    amqp_channel_t ch = no_ack ? CH_FAST : CH_RPC_IN;
+    return start_consumer(c, ch, queue, no_ack, 0, amqp_empty_table, cb, data, tag_out, tag_len);
 }
 
 void bus_conn_set_return_handler(bus_conn_t *c, void (*cb)(const char *, const char *, void *), void *data) {

@@ -148,7 +148,8 @@ static void ev_del_read(void *p) {
 static void ev_add_write(void *p) {
     ev_t *e = p;
     e->want_write = 1;
-    if ((e->ac->c.flags & REDIS_CONNECTED) && !e->flushing)
+    /* connected and not already waiting for room: written before the loop waits */
+    if ((e->ac->c.flags & REDIS_CONNECTED) && !e->flushing && !(e->events & UV_WRITABLE))
         uv_prepare_start(&e->flush, ev_flush_cb);
     else
         ev_arm(e, e->events | UV_WRITABLE);

@@ -817,7 +817,7 @@ static void test_broker_blocked(void) {
     }
     setup_files();
     pid_t w = start_worker();
-    const int P = 26716;
+    const int P = 26719;
     pid_t g = start_gateway(P, NULL);
     static resp_t r, health, ev, metrics;
     CHECK_INT(post_json(P, "/api/v1/rpc/gwtest/echo", NULL, "{\"name\":\"n\"}", &r), 0);

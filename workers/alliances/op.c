@@ -314,7 +314,9 @@ static void check_marker(al_op_t *op) {
 
 void al_op_start(al_op_t *op) {
     if (!op) return;
-    if (!op->key[0] || op->marker_in_load) { /* no id to remember it by: decided every time */
+    /* no id to remember it by: decided every time; or the load reads the
+     * marker itself, with its first documents (al_load_marker) */
+    if (!op->key[0] || op->marker_in_load) {
         op->load(op);
         return;
     }
