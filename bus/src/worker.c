@@ -8,6 +8,7 @@
 #include "bus/error.h"
 #include "bus/log.h"
 #include "bus/publish.h"
+#include "bus/schema.h"
 #include "bus/topology.h"
 #include "schema_hook.h"
 #include "worker_internal.h"
@@ -232,8 +233,8 @@ int bus_worker_main(int argc, char **argv, const bus_worker_def_t *def) {
     return 0;
 }
 
-int bus_worker_publish(bus_worker_t *w, const char *type, cJSON *data, const char *subject,
-                       const char *correlation_id, bus_publish_cb cb, void *cbdata, char *id_out) {
+int bus_worker_build_event(bus_worker_t *w, const char *type, cJSON *data, const char *subject,
+                           const char *correlation_id, char *id_out, char **body, size_t *len) {
     bus_envelope_t env = {0};
     if (bus_envelope_init(&env, type, w->source, subject, correlation_id, data) != 0) return BUS_EINTERNAL;
     char invalid[1024];
@@ -242,9 +243,24 @@ int bus_worker_publish(bus_worker_t *w, const char *type, cJSON *data, const cha
         bus_envelope_clear(&env);
         return BUS_EINVALID;
     }
-    if (id_out) snprintf(id_out, 37, "%s", env.id);
-    int rc = bus_event_publish(w->conn, &env, cb, cbdata);
+    const bus_schema_t *s = w->schemas ? bus_schema_registry_event(w->schemas, type) : NULL;
+    if (s) env.dataschema = strdup(bus_schema_uri(s));
+    *body = bus_envelope_serialize(&env, len);
+    snprintf(id_out, 37, "%s", env.id);
     bus_envelope_clear(&env);
+    return *body ? 0 : BUS_EINTERNAL;
+}
+
+int bus_worker_publish(bus_worker_t *w, const char *type, cJSON *data, const char *subject,
+                       const char *correlation_id, bus_publish_cb cb, void *cbdata, char *id_out) {
+    char id[37];
+    char *body = NULL;
+    size_t len = 0;
+    int rc = bus_worker_build_event(w, type, data, subject, correlation_id, id, &body, &len);
+    if (rc != 0) return rc;
+    if (id_out) snprintf(id_out, 37, "%s", id);
+    rc = bus_event_publish_body(w->conn, type, id, correlation_id, body, len, cb, cbdata);
+    free(body);
     return rc;
 }
 

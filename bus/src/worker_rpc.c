@@ -71,10 +71,13 @@ static void send_reply(bus_request_t *r, const char *body, size_t len, int err) 
 
 void bus_reply_raw(bus_request_t *r, const char *json, size_t len) { send_reply(r, json, len, 0); }
 
+int bus_worker_check_reply(bus_worker_t *w, const char *method, const cJSON *data, char *why, size_t whylen) {
+    return bus__schema_check_result(w->schemas, w->def->service, method, data, why, whylen);
+}
+
 void bus_reply_ok(bus_request_t *r, cJSON *data) {
     char invalid[1024];
-    if (r->w->validate_replies &&
-        bus__schema_check_result(r->w->schemas, r->w->def->service, r->method, data, invalid, sizeof invalid) != 0) {
+    if (r->w->validate_replies && bus_worker_check_reply(r->w, r->method, data, invalid, sizeof invalid) != 0) {
         bus_error(r->correlation, "%s.%s: reply violates its schema: %s", r->w->def->service, r->method, invalid);
         cJSON_Delete(data);
         bus_reply_error(r, BUS_EINTERNAL, "reply violates its schema: %s", invalid);

@@ -8,17 +8,17 @@
  * redelivery publishes the stored events again and changes nothing. A user
  * without a membership is acked with nothing to do.
  *
- * The events this worker publishes are built in op.c (al_plan_event) and
- * methods.c; their schemas are schemas/events/alliance.*.json.
+ * The events this worker publishes are planned in methods.c
+ * (bus_op_plan_event); their schemas are schemas/events/alliance.*.json.
  */
 #include "alliances.h"
 #include "bus/error.h"
 
 void al_on_user_forgotten(bus_event_t *ev) {
-    al_op_t *op = al_op_new_event(ev, al_leave_load);
+    bus_op_t *op = bus_op_new_event(al_state(bus_event_worker(ev))->engine, ev, al_leave_load);
     if (!op) {
         bus_event_done(ev, BUS_EINTERNAL, "out of memory");
         return;
     }
-    al_op_start(op);
+    bus_op_start(op, 0);
 }

@@ -4,10 +4,11 @@
  * dissolve|member|members> (methods.c), events alliance.* out, user.forgotten
  * in (events.c), state in the store named by BUS_STORE (store.c). Any number
  * of processes may run side by side on one store: the store's conditional
- * writes decide every race (op.c).
+ * writes decide every race (bus_op, bus/include/bus/op.h).
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "alliances.h"
 #include "bus/error.h"
@@ -17,6 +18,32 @@
  * redelivery; a week by default. */
 static bus_config_extra_t extras[] = {
     {"BUS_MARKER_TTL_H", "--marker-ttl-h", "hours a handled request/event id is remembered", "168", NULL},
+};
+
+al_state_t *al_state(bus_worker_t *w) { return bus_worker_state(w); }
+
+static void al_ctx_reset(bus_op_t *op, void *ctx) {
+    (void)op;
+    al_ctx_t *c = ctx;
+    cJSON *docs[] = {c->alliance, c->other, c->m_user, c->m_actor, c->succ, c->members, c->leftover};
+    for (size_t i = 0; i < sizeof docs / sizeof docs[0]; i++) cJSON_Delete(docs[i]);
+    memset(c, 0, sizeof *c);
+}
+
+/* A dissolve of more members than fit one batch deletes the rest now. */
+static void al_committed(bus_op_t *op, void *ctx) {
+    al_ctx_t *c = ctx;
+    if (!c->leftover) return;
+    al_delete_later(al_state(bus_op_worker(op)), c->leftover);
+    c->leftover = NULL;
+}
+
+static const bus_op_engine_options_t engine_options = {
+    .rpc_scope = AL_SCOPE_RPC,
+    .event_scope = AL_SCOPE_EVENTS,
+    .ctx_size = sizeof(al_ctx_t),
+    .ctx_reset = al_ctx_reset,
+    .committed = al_committed,
 };
 
 static void on_pruned(int status, int64_t count, void *data) {
@@ -48,6 +75,10 @@ static int al_init(bus_worker_t *w, char *err, size_t errlen) {
     st->marker_ttl_ms = (int64_t)hours * 3600 * 1000;
     int rc = bus_store_open(bus_worker_loop(w), bus_worker_config(w)->store, &st->store, err, errlen);
     if (rc == 0) rc = al_store_declare(st->store, err, errlen);
+    if (rc == 0 && bus_op_engine_new(w, st->store, &engine_options, &st->engine) != 0) {
+        snprintf(err, errlen, "out of memory");
+        rc = BUS_EINTERNAL;
+    }
     if (rc != 0) {
         bus_store_close(st->store, NULL, NULL);
         free(st);
@@ -68,6 +99,7 @@ static void al_fini(bus_worker_t *w) {
     al_state_t *st = bus_worker_state(w);
     if (!st) return;
     if (st->prune_timer) uv_close((uv_handle_t *)st->prune_timer, (uv_close_cb)free);
+    bus_op_engine_free(st->engine);
     bus_store_close(st->store, NULL, NULL); /* freed once its last callback ran */
     bus_worker_set_state(w, NULL);
     free(st);

@@ -100,6 +100,15 @@ struct bus_schema_registry *bus_worker_schemas(bus_worker_t *w);
  * event id (37 bytes). */
 int bus_worker_publish(bus_worker_t *w, const char *type, cJSON *data, const char *subject,
                        const char *correlation_id, bus_publish_cb cb, void *cbdata, char *id_out);
+/* Builds a new structured-mode event of `type` (data owned; NULL = no
+ * data): source "bus-<service>", a fresh id, dataschema the schema's $id,
+ * validated against its schema first. On success returns 0 with the id in
+ * id_out (37 bytes) and the body in *body (malloc'd, the caller frees it)
+ * and its length in *len. BUS_EINVALID (the failing paths are logged) or
+ * BUS_EINTERNAL, with nothing allocated. Every event a worker publishes is
+ * built here, whoever publishes it (bus_worker_publish, bus_op's outbox). */
+int bus_worker_build_event(bus_worker_t *w, const char *type, cJSON *data, const char *subject,
+                           const char *correlation_id, char *id_out, char **body, size_t *len);
 /* Publishes an already built structured-mode event body (as stored in an
  * outbox) again, with its own id: used to re-send the events of a request
  * that is redelivered. Returns 0 or an error; cb as above. */
@@ -118,6 +127,11 @@ const char *bus_request_correlation_id(const bus_request_t *req);
 const char *bus_request_caller(const bus_request_t *req);
 int bus_request_redelivered(const bus_request_t *req);
 bus_worker_t *bus_request_worker(const bus_request_t *req);
+/* Checks a success reply's data against the method's result schema: 0
+ * (valid, or no schema) or BUS_EINVALID with the paths in why. The one
+ * place replies are validated (bus_reply_ok under BUS_VALIDATE_REPLIES=1,
+ * and bus_op before it stores a reply). */
+int bus_worker_check_reply(bus_worker_t *w, const char *method, const cJSON *data, char *why, size_t whylen);
 /* Answer (each frees the request). bus_reply_ok takes ownership of data (NULL = null). */
 void bus_reply_ok(bus_request_t *req, cJSON *data);
 void bus_reply_error(bus_request_t *req, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
