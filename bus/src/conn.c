@@ -1024,6 +1024,13 @@ static bus_msg_t *msg_from_envelope(bus_conn_t *c, amqp_envelope_t *e) {
     m->generation = c->generation;
     m->redelivered = e->redelivered;
     m->timestamp = (p->_flags & AMQP_BASIC_TIMESTAMP_FLAG) ? (int64_t)p->timestamp : 0;
+    if ((p->_flags & AMQP_BASIC_EXPIRATION_FLAG) && p->expiration.len > 0 && p->expiration.len < 20) {
+        const char *x = p->expiration.bytes; /* a decimal string of milliseconds */
+        int64_t ttl = 0;
+        size_t i = 0;
+        while (i < p->expiration.len && x[i] >= '0' && x[i] <= '9') ttl = ttl * 10 + (x[i++] - '0');
+        if (i == p->expiration.len) m->expiration_ms = ttl;
+    }
     return m;
 }
 

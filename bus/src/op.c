@@ -125,7 +125,10 @@ static bus_op_t *op_new(bus_op_engine_t *e, enum op_kind kind, const char *metho
 bus_op_t *bus_op_new_request(bus_op_engine_t *e, bus_request_t *req, bus_op_step_fn load) {
     bus_op_t *op = op_new(e, OP_REQUEST, bus_request_method(req), bus_request_id(req),
                           bus_request_correlation_id(req), bus_request_params(req), load);
-    if (op) op->req = req;
+    if (op) {
+        op->req = req;
+        op->deadline = bus_request_deadline(req);
+    }
     return op;
 }
 

@@ -20,6 +20,7 @@ struct bus_request {
     const char *method;
     const char *correlation;
     uint64_t started_ns;
+    uint64_t delivered_ms; /* loop time */
 };
 
 const char *bus_request_method(const bus_request_t *r) { return r->method; }
@@ -33,6 +34,10 @@ const char *bus_request_caller(const bus_request_t *r) {
     return c ? c : "";
 }
 int bus_request_redelivered(const bus_request_t *r) { return r->msg->redelivered; }
+uint64_t bus_request_deadline(const bus_request_t *r) {
+    int64_t ttl = r->msg->expiration_ms > 0 ? r->msg->expiration_ms : r->w->cfg.rpc_timeout_ms;
+    return r->delivered_ms + (uint64_t)ttl;
+}
 bus_worker_t *bus_request_worker(const bus_request_t *r) { return r->w; }
 
 static void request_free(bus_request_t *r) {
@@ -153,6 +158,7 @@ void bus__worker_on_request(bus_msg_t *msg, void *data) {
     r->w = w;
     r->msg = msg;
     r->started_ns = uv_hrtime();
+    r->delivered_ms = uv_now(w->loop);
     const char *corr = bus_msg_header(msg, BUS_HDR_CORRELATION);
     r->correlation = corr && *corr ? corr : bus_request_id(r);
     /* Through bus.rpc the routing key names the method ("alliances.ping");

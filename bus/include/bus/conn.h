@@ -79,6 +79,7 @@ typedef struct bus_msg {
     const char *reply_to;
     const char *type;
     int64_t timestamp;          /* seconds, 0 when absent */
+    int64_t expiration_ms;      /* the per-message TTL it was published with, 0 when none */
     const char *body;           /* not NUL-terminated beyond len (but body[len] == 0) */
     size_t len;
     bus_header_t *headers;      /* string-valued headers (others rendered as text) */

@@ -31,8 +31,9 @@
  * Contention. Requests on one key run one at a time inside a process
  * (bus_op_lock), so a burst on one alliance does not collide with itself.
  * Across processes the store's conditional writes decide, and a request that
- * lost a race is decided again on fresh data until its deadline
- * (BUS_RPC_TIMEOUT_MS after it started, or the engine's retry_budget_ms),
+ * lost a race is decided again on fresh data until its deadline (a
+ * request's own: bus_request_deadline, when its caller stops waiting; an
+ * event's or job's: the engine's retry_budget_ms after it started),
  * with a random pause that doubles up to 100 ms: with N processes at most N
  * requests on one key are in the store at once and one of them always wins,
  * so every request that does not conflict by the rules succeeds whatever the
@@ -81,7 +82,8 @@ typedef struct bus_op_engine_options {
     /* Runs once after the commit succeeded, before the outbox is published
      * (follow-up work of the domain, e.g. best-effort clean-ups). May be NULL. */
     void (*committed)(bus_op_t *op, void *ctx);
-    /* How long a request keeps retrying lost races; 0 = BUS_RPC_TIMEOUT_MS. */
+    /* How long an event or job keeps retrying lost races; 0 =
+     * BUS_RPC_TIMEOUT_MS. (A request retries until its own deadline.) */
     int retry_budget_ms;
 } bus_op_engine_options_t;
 

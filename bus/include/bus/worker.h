@@ -126,6 +126,10 @@ const char *bus_request_correlation_id(const bus_request_t *req);
 /* The caller's identity (x-caller header) or "". */
 const char *bus_request_caller(const bus_request_t *req);
 int bus_request_redelivered(const bus_request_t *req);
+/* Loop time (uv_now, ms) after which the caller no longer waits: delivery
+ * plus the request's TTL (libbus callers send their timeout as the
+ * per-message expiration), else plus BUS_RPC_TIMEOUT_MS. */
+uint64_t bus_request_deadline(const bus_request_t *req);
 bus_worker_t *bus_request_worker(const bus_request_t *req);
 /* Checks a success reply's data against the method's result schema: 0
  * (valid, or no schema) or BUS_EINVALID with the paths in why. The one
