@@ -15,6 +15,7 @@
 #   2. HTTP edge                      (bus-gateway under wrk; 1,000 idle keep-alive connections)
 #   3. Schema validation              (bench_schema)
 #   4. Store                          (bench_store)
+#   5. Contention                     (bench_joins against 1-3 bus-alliances processes)
 set -uo pipefail
 
 cd "$(dirname "$0")/../.." || exit 1
@@ -419,6 +420,38 @@ if [ ${#RPC_PATH[@]} -gt 0 ]; then
     note "through a worker's RPC path (bench_rpc -> bus-alliances, 64 in flight; ping = no store,"
     note "get = 1 store read, set_rank = 4 reads: marker, 2 memberships, alliance; the rank is already so):"
     for l in "${RPC_PATH[@]}"; do note "  $l"; done
+fi
+
+# ---------------------------------------------------------------- 5. contention
+
+# State-changing requests (alliances.join, a fresh user each) at 64 in
+# flight, all on one alliance or spread over 64, with 1, 2 and 3
+# bus-alliances processes on one store (bus/include/bus/op.h, "Contention").
+section "5. Contention: alliances.join, 64 in flight, one alliance vs 64, 1-3 processes"
+if [ -x "$BUILD/bus-alliances" ] && [ -x "$BENCH_BIN/bench_joins" ]; then
+    JOIN_SECONDS=$(( SECONDS_PER_RUN > 3 ? 3 : SECONDS_PER_RUN ))
+    printf '  %-9s | %-10s | %9s %9s %9s | %s
+' processes alliances "rps" "p50_ms" "p99_ms" "refused/errors"
+    for procs in 1 2 3; do
+        pids=() wraps=()
+        for i in $(seq 1 $procs); do
+            start_bg "$LOGS/joins_worker_${procs}_$i.log" $((60 + 2 * (JOIN_SECONDS + 10))) \
+                env BUS_STORE="sqlite:$SRV_DIR/bench-joins.db" BUS_LOG_LEVEL=warn "$BUILD/bus-alliances"
+            wraps+=("$BG_WRAP") pids+=("$BG_PID")
+        done
+        for _ in $(seq 1 30); do [ "$(consumers_on rpc.alliances)" -ge "$procs" ] 2>/dev/null && break; sleep 0.5; done
+        for k in 1 64; do
+            if run_fg "bench_joins ($procs processes, $k alliances)" $((JOIN_SECONDS + 40)) \
+                "$LOGS/joins_${procs}_$k.out" "$BENCH_BIN/bench_joins" --alliances "$k" --inflight 64 \
+                --seconds "$JOIN_SECONDS"; then :; fi
+            line=$(result_line "$LOGS/joins_${procs}_$k.out")
+            printf '  %-9s | %-10s | %9s %9s %9s | %s/%s\n' "$procs" "$k" "$(kv "$line" rps)" "$(kv "$line" p50_ms)" \
+                "$(kv "$line" p99_ms)" "$(kv "$line" refused)" "$(kv "$line" errors)"
+        done
+        for i in "${!wraps[@]}"; do stop_bg "bus-alliances (joins)" "${wraps[$i]}" "${pids[$i]}"; done
+    done
+else
+    note "skipped (not built yet)"
 fi
 
 echo
