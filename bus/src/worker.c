@@ -8,6 +8,7 @@
 #include "bus/error.h"
 #include "bus/log.h"
 #include "bus/publish.h"
+#include "bus/rpc.h"
 #include "bus/schema.h"
 #include "bus/topology.h"
 #include "schema_hook.h"
@@ -18,6 +19,7 @@ const bus_config_t *bus_worker_config(const bus_worker_t *w) { return &w->cfg; }
 const char *bus_worker_service(const bus_worker_t *w) { return w->def->service; }
 const char *bus_worker_instance(const bus_worker_t *w) { return w->instance; }
 bus_conn_t *bus_worker_conn(bus_worker_t *w) { return w->conn; }
+bus_rpc_client_t *bus_worker_rpc(bus_worker_t *w) { return w->rpc; }
 void *bus_worker_state(const bus_worker_t *w) { return w->state; }
 void bus_worker_set_state(bus_worker_t *w, void *state) { w->state = state; }
 struct bus_schema_registry *bus_worker_schemas(bus_worker_t *w) { return w->schemas; }
@@ -91,6 +93,10 @@ static void shutdown_now(bus_worker_t *w) {
     uv_timer_stop(&w->drain_timer);
     uv_signal_stop(&w->sigterm);
     uv_signal_stop(&w->sigint);
+    if (w->rpc) { /* calls still out fail with unavailable */
+        bus_rpc_client_free(w->rpc);
+        w->rpc = NULL;
+    }
     bus_conn_close(w->conn, on_conn_closed, w);
 }
 
@@ -194,6 +200,10 @@ int bus_worker_main(int argc, char **argv, const bus_worker_def_t *def) {
         bus__schema_registry_close(w->schemas);
         bus_config_free(&w->cfg);
         return 2;
+    }
+    if (bus_rpc_client_new(w->conn, w->cfg.rpc_timeout_ms, &w->rpc) != 0) {
+        fprintf(stderr, "%s: out of memory\n", program);
+        return 1;
     }
     if (bus__worker_metrics_start(w, err, sizeof err) != 0) {
         fprintf(stderr, "%s: BUS_METRICS_ADDR: %s\n", program, err);

@@ -12,6 +12,7 @@ struct bus_worker {
     bus_config_t cfg;
     uv_loop_t *loop;
     bus_conn_t *conn;
+    struct bus_rpc_client *rpc; /* calls to other domains (bus_worker_rpc); NULL once stopping */
     char instance[96];
     char source[80];
     char q_events[96], q_rpc[96], q_retry[96], q_dead[96];

@@ -84,6 +84,11 @@ const bus_config_t *bus_worker_config(const bus_worker_t *w);
 const char *bus_worker_service(const bus_worker_t *w);
 const char *bus_worker_instance(const bus_worker_t *w);
 bus_conn_t *bus_worker_conn(bus_worker_t *w);
+/* An RPC client on the worker's connection, for calls to other domains
+ * (bus/rpc.h; the call's timeout defaults to BUS_RPC_TIMEOUT_MS). Owned by
+ * the worker; NULL once the worker is stopping (calls still out then fail
+ * with BUS_EUNAVAILABLE). */
+struct bus_rpc_client *bus_worker_rpc(bus_worker_t *w);
 /* The domain's own state, set by init. */
 void *bus_worker_state(const bus_worker_t *w);
 void bus_worker_set_state(bus_worker_t *w, void *state);
