@@ -28,6 +28,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "bus/envelope.h"
 #include "bus/error.h"
 #include "schema_internal.h"
 
@@ -218,22 +219,14 @@ char *bus__read_file(const char *path, size_t *len) {
     return buf;
 }
 
+/* Schema files and CLI instances go through the platform's one parser
+ * (bus_json_parse, bus/src/json.c). The depth bound is the one cJSON applied
+ * to them before (CJSON_NESTING_LIMIT): schema files are the repository's,
+ * not a client's, and compilation bounds schema nesting on its own. */
 cJSON *bus__schema_parse_json(const char *text, size_t len, char *err, size_t errlen) {
-    const char *end = NULL;
-    cJSON *j = cJSON_ParseWithLengthOpts(text, len, &end, 0);
-    if (!j) {
-        size_t at = end && end >= text && end <= text + len ? (size_t)(end - text) : 0;
-        snprintf(err, errlen, "not valid JSON (near byte %zu)", at);
-        return NULL;
-    }
-    size_t at = end ? (size_t)(end - text) : len;
-    while (at < len && (text[at] == ' ' || text[at] == '\t' || text[at] == '\n' || text[at] == '\r'))
-        at++;
-    if (at < len && !(text[at] == 0 && at + 1 == len)) {
-        cJSON_Delete(j);
-        snprintf(err, errlen, "not valid JSON (unexpected data at byte %zu)", at);
-        return NULL;
-    }
+    char why[96];
+    cJSON *j = bus_json_parse(text, len, CJSON_NESTING_LIMIT, why, sizeof why);
+    if (!j) snprintf(err, errlen, "not valid JSON (%s)", why);
     return j;
 }
 
@@ -1280,7 +1273,7 @@ static void scan_dir(bus__sset_t *set, const char *dir, int depth) {
         size_t len;
         char *text = bus__read_file(p, &len);
         if (text) {
-            char perr[64];
+            char perr[128];
             cJSON *j = bus__schema_parse_json(text, len, perr, sizeof perr);
             const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, "$id");
             if (cJSON_IsString(v)) {

@@ -73,8 +73,9 @@ void bus__sset_set_owner(bus__sset_t *set, bus_schema_t *s);
 
 /* Reads a whole file; NULL on error. *len gets the size. Caller frees. */
 char *bus__read_file(const char *path, size_t *len);
-/* Parses JSON text (any length, not necessarily NUL-terminated); NULL with
- * "byte N: reason" in err. */
+/* Parses JSON text (any length, not necessarily NUL-terminated) with
+ * bus_json_parse; NULL with "not valid JSON (malformed JSON at byte N)" (or
+ * the depth bound it hit) in err. The caller cJSON_Delete's the result. */
 cJSON *bus__schema_parse_json(const char *text, size_t len, char *err, size_t errlen);
 
 #endif
