@@ -50,8 +50,8 @@ int bus__schema_regex_search(const pcre2_code *re, const char *s, size_t len);
  *
  * Who does what:
  *   schema.c           the document set: its documents, nodes and strings,
- *                      adding documents (text or file), the public compile /
- *                      load / free entry points
+ *                      adding documents (parsed, or read from a file), the
+ *                      public compile / load / free entry points
  *   schema_compile.c   a schema location into a node: one row per keyword
  *   schema_ref.c       URIs ($id, $ref, base URIs), JSON pointers, loading
  *                      referenced files, linking `$ref`s, the loop check
