@@ -238,6 +238,8 @@ static void on_poll(uv_poll_t *p, int status, int events) {
     bus_http_client_t *c = s->client;
     if (c->closing) return;
     int flags = 0;
+    /* libuv stops a poll handle that reports an error; libcurl, told so,
+     * ends the transfer on that socket (at worst the call's timer does) */
     if (status < 0) flags = CURL_CSELECT_ERR;
     if (events & UV_READABLE) flags |= CURL_CSELECT_IN;
     if (events & UV_WRITABLE) flags |= CURL_CSELECT_OUT;

@@ -795,6 +795,48 @@ static void test_bad_arguments(void) {
     env_close(&e);
 }
 
+/* ---- the fake itself: what the game API, Discord and Telegram fakes build on ---- */
+
+static void echo_handler(const bt_fake_request_t *req, bt_fake_reply_t *reply, void *data) {
+    ++*(int *)data;
+    static char body[256]; /* only needs to live until the handler returns; the fake copies it */
+    snprintf(body, sizeof body, "{\"method\":\"%s\",\"path\":\"%s\",\"len\":%zu}", req->method, req->path,
+             req->body_len);
+    reply->status = 201;
+    reply->body = body;
+}
+
+static void test_fake_routes_and_handler(void) {
+    env_t e;
+    env_open(&e, NULL);
+    int handled = 0;
+    bt_fake_http_set_handler(e.fake, echo_handler, &handled);
+    bt_fake_reply_t once = {.status = 503, .body = "busy"};
+    bt_fake_http_route(e.fake, "POST", "/send", &once, 1);
+    bt_fake_reply_t gets = {.status = 200, .body = "got"};
+    bt_fake_http_route(e.fake, "GET", "/send", &gets, 0);
+    const char *paths[] = {"/send", "/send", "/send", "/elsewhere"};
+    const char *methods[] = {"POST", "POST", "GET", "PUT"};
+    const int want_status[] = {503, 201, 200, 201};
+    const char *want_body[] = {"busy", "{\"method\":\"POST\",\"path\":\"/send\",\"len\":2}", "got",
+                               "{\"method\":\"PUT\",\"path\":\"/elsewhere\",\"len\":2}"};
+    for (int i = 0; i < 4; i++) {
+        result_t res = {0};
+        bus_http_request_t rq = {.method = methods[i], .url = url(&e, paths[i])};
+        if (i != 2) rq.json = "{}";
+        CHECK_INT(bus_http_client_send(e.hc, &rq, on_result, &res, NULL), 0);
+        RUN_UNTIL(&e, res.calls, 5000);
+        CHECK_INT(res.status, 0);
+        CHECK_INT(res.http_status, want_status[i]);
+        CHECK_STR(res.body, want_body[i]);
+        res_reset(&res);
+    }
+    CHECK_INT(handled, 2);
+    CHECK_INT(bt_fake_http_count(e.fake), 4);
+    CHECK(bt_fake_http_request(e.fake, 4) == NULL);
+    env_close(&e);
+}
+
 /* ---- Retry-After ---- */
 
 static void test_retry_after_parse(void) {
@@ -850,4 +892,5 @@ BUS_TESTS({"get_with_headers", test_get_with_headers, 20},
           {"loop_keeps_turning", test_loop_keeps_turning, 20},
           {"idle_client_lets_loop_end", test_idle_client_lets_loop_end, 20},
           {"bad_arguments", test_bad_arguments, 20},
+          {"fake_routes_and_handler", test_fake_routes_and_handler, 20},
           {"retry_after_parse", test_retry_after_parse, 5})
