@@ -170,8 +170,9 @@ int bus_http_client_new(uv_loop_t *loop, const bus_http_client_opts_t *opts, bus
 /* Closes the client: the callbacks of calls still in flight run with
  * BUS_EUNAVAILABLE before this returns; connections are closed; once every
  * libuv handle of the client has closed the memory is freed, then done(data)
- * runs on the loop thread (done may be NULL). Sends after close fail with
- * BUS_EUNAVAILABLE. Safe with NULL; a second call is a no-op. */
+ * runs on the loop thread (done may be NULL). Between this call and done,
+ * sends fail with BUS_EUNAVAILABLE; after done the client is gone. Safe with
+ * NULL; a second call is a no-op. */
 void bus_http_client_close(bus_http_client_t *c, void (*done)(void *data), void *data);
 
 /* Calls sent whose callback has not run yet. */
