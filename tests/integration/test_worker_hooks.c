@@ -549,6 +549,9 @@ static void test_classic_queue_bindings(void) {
 }
 
 /* ---- the domain workers that use the hooks --------------------------------- */
+/* bus-audit reads audit.log and every event (extra consumers); bus-events,
+ * bus-verification and bus-notifications run a timer; all answer ping and
+ * drain on SIGTERM. */
 
 /* The value of `metric` on a worker's /metrics (BUS_METRICS_ADDR=127.0.0.1:port), -1 when unreadable. */
 static double scrape(int port, const char *metric) {
@@ -590,7 +593,7 @@ static pid_t spawn_domain(const char *service, const char *metrics_addr) {
 #define CONSUMED_AUDIT "bus_messages_consumed_total{service=\"audit\"}"
 #define ACKED_AUDIT "bus_messages_acked_total{service=\"audit\"}"
 
-static void test_audit_and_events_workers(void) {
+static void test_domain_workers(void) {
     pid_t audit = spawn_domain("audit", "127.0.0.1:26840");
     pid_t events = spawn_domain("events", "127.0.0.1:26841");
     CHECK(bt_wait_ping("audit", 20000) == 0);
@@ -616,6 +619,15 @@ static void test_audit_and_events_workers(void) {
     kill(events, SIGTERM);
     CHECK_INT(bt_wait_exit(audit, 20000), 0);
     CHECK_INT(bt_wait_exit(events, 20000), 0);
+    /* the other two start their timers, answer ping, and drain */
+    pid_t verification = spawn_domain("verification", "127.0.0.1:26842");
+    pid_t notifications = spawn_domain("notifications", "127.0.0.1:26843");
+    CHECK(bt_wait_ping("verification", 20000) == 0);
+    CHECK(bt_wait_ping("notifications", 20000) == 0);
+    kill(verification, SIGTERM);
+    kill(notifications, SIGTERM);
+    CHECK_INT(bt_wait_exit(verification, 20000), 0);
+    CHECK_INT(bt_wait_exit(notifications, 20000), 0);
     /* audit.events is durable and bound with "#": leave no queue behind that
      * would collect every event of the other tests */
     bt_delete_queue(&c, "audit.events");
@@ -627,4 +639,4 @@ BUS_TESTS({"timer_work_drain", test_timer_work_drain, 60},
           {"stream_offsets", test_stream_offsets, 90},
           {"stream_resumes_after_reconnect", test_stream_resumes_after_reconnect, 90},
           {"classic_queue_bindings", test_classic_queue_bindings, 60},
-          {"audit_and_events_workers", test_audit_and_events_workers, 90})
+          {"domain_workers", test_domain_workers, 90})

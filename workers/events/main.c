@@ -37,7 +37,9 @@ static int ev_init(bus_worker_t *w, char *err, size_t errlen) {
                  v ? v : "");
         return BUS_EBAD_REQUEST;
     }
-    return bus_worker_timer_start(w, (uint64_t)ms, (uint64_t)ms, on_tick, w, NULL); /* owned by the worker */
+    int rc = bus_worker_timer_start(w, (uint64_t)ms, (uint64_t)ms, on_tick, w, NULL); /* owned by the worker */
+    if (rc != 0) snprintf(err, errlen, "cannot start the scheduler tick: %s", bus_strerror(rc));
+    return rc;
 }
 
 static const bus_worker_def_t definition = {
