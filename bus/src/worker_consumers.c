@@ -78,11 +78,22 @@ static void on_delivery(bus_msg_t *msg, void *data) {
     c->def->fn(d);
 }
 
+static int is_stream(const bus_consumer_def_t *d) {
+    return d->options.queue_type && strcmp(d->options.queue_type, "stream") == 0;
+}
+
 int bus__worker_consumers_init(bus_worker_t *w, char *err, size_t errlen) {
     size_t n = 0;
     for (const bus_consumer_def_t *d = w->def->consumers; d && d->fn; d++) {
+        const char *name = d->queue && *d->queue ? d->queue : "(server-named)";
         if (d->declare && (!d->queue || !*d->queue)) {
             snprintf(err, errlen, "extra consumer %zu: a queue declared by its own function needs its name", n);
+            return BUS_EBAD_REQUEST;
+        }
+        /* the broker refuses x-stream-offset on other queues, and would close the channel on every connect */
+        if (!is_stream(d) && (d->offset.from != BUS_STREAM_NEXT || d->resume)) {
+            snprintf(err, errlen, "extra consumer %zu (%s): a stream offset needs options.queue_type \"stream\"", n,
+                     name);
             return BUS_EBAD_REQUEST;
         }
         n++;
@@ -143,7 +154,8 @@ static const char *offset_text(const bus_stream_offset_t *o, char *buf, size_t l
 static int consume_one(bus_worker_t *w, bus_conn_t *conn, struct bus__consumer *c) {
     const bus_consumer_def_t *d = c->def;
     bus_stream_offset_t from = d->offset;
-    if (d->resume && !d->resume(w, d->data, &from)) from = d->offset;
+    if (!is_stream(d)) from.from = BUS_STREAM_NEXT; /* no argument at all */
+    else if (d->resume && !d->resume(w, d->data, &from)) from = d->offset;
     amqp_table_entry_t entry;
     entry.key = amqp_cstring_bytes(STREAM_OFFSET_HEADER);
     amqp_table_t args = {0, &entry};

@@ -548,6 +548,19 @@ static void test_classic_queue_bindings(void) {
     bt_client_close(&c);
 }
 
+/* A classic queue refuses x-stream-offset (the broker would close the
+ * channel on every connect): the worker stops at start with exit 2. */
+static const bus_consumer_def_t bad_offset_consumers[] = {
+    {.queue = "test.hooks.bad", .options = {.durable = 1}, .offset = {BUS_STREAM_FIRST}, .fn = on_classic},
+    {.fn = NULL},
+};
+static const bus_worker_def_t bad_offset_def = {.service = "hookbad", .consumers = bad_offset_consumers};
+
+static void test_offset_on_classic_queue_refused(void) {
+    pid_t pid = bt_spawn_worker(&bad_offset_def, worker_env);
+    CHECK_INT(bt_wait_exit(pid, 20000), 2);
+}
+
 /* ---- the domain workers that use the hooks --------------------------------- */
 /* bus-audit reads audit.log and every event (extra consumers); bus-events,
  * bus-verification and bus-notifications run a timer; all answer ping and
@@ -639,4 +652,5 @@ BUS_TESTS({"timer_work_drain", test_timer_work_drain, 60},
           {"stream_offsets", test_stream_offsets, 90},
           {"stream_resumes_after_reconnect", test_stream_resumes_after_reconnect, 90},
           {"classic_queue_bindings", test_classic_queue_bindings, 60},
+          {"offset_on_classic_queue_refused", test_offset_on_classic_queue_refused, 30},
           {"domain_workers", test_domain_workers, 90})

@@ -45,8 +45,8 @@ static void on_event(bus_delivery_t *d) {
 static const bus_binding_t every_event[] = {{BUS_EXCHANGE_EVENTS, "#"}, {NULL, NULL}};
 
 static const bus_consumer_def_t consumers[] = {
-    {.queue = BUS_AUDIT_STREAM, .declare = bus_topology_declare_audit, .offset = {BUS_STREAM_NEXT},
-     .resume = resume_audit, .fn = on_audit_record},
+    {.queue = BUS_AUDIT_STREAM, .declare = bus_topology_declare_audit, .options = {.queue_type = "stream"},
+     .offset = {BUS_STREAM_NEXT}, .resume = resume_audit, .fn = on_audit_record},
     {.queue = "audit.events", .options = {.durable = 1}, .bindings = every_event, .fn = on_event},
     {.fn = NULL},
 };

@@ -77,7 +77,7 @@ typedef struct bus_subscription {
  *   static const bus_binding_t all_events[] = {{BUS_EXCHANGE_EVENTS, "#"}, {NULL, NULL}};
  *   static const bus_consumer_def_t consumers[] = {
  *       {.queue = "audit.events", .options = {.durable = 1}, .bindings = all_events, .fn = on_event},
- *       {.queue = BUS_AUDIT_STREAM, .declare = bus_topology_declare_audit,
+ *       {.queue = BUS_AUDIT_STREAM, .declare = bus_topology_declare_audit, .options = {.queue_type = "stream"},
  *        .offset = {BUS_STREAM_FIRST}, .resume = resume_audit, .fn = on_audit},
  *       {.fn = NULL}};
  *
@@ -116,13 +116,16 @@ typedef struct bus_consumer_def {
      * (the broker refuses, and the connection starts again, otherwise). */
     bus_queue_options_t options;
     /* Declares the queue instead of `options` when another module owns its
-     * arguments (e.g. bus_topology_declare_audit for audit.log). May be NULL. */
+     * arguments (e.g. bus_topology_declare_audit for audit.log); then only
+     * options.queue_type is read: "stream" for a stream. May be NULL. */
     int (*declare)(bus_conn_t *conn);
     const bus_binding_t *bindings; /* bound on every connect; may be NULL */
     uint16_t prefetch;             /* unacked deliveries to this consumer; 0 = BUS_PREFETCH */
-    /* Streams: where reading starts when `resume` is NULL or returns 0 (on
-     * every connect: with BUS_STREAM_FIRST and no resume, a reconnect reads
-     * the whole stream again). Ignored for other queues. */
+    /* Streams (options.queue_type "stream"): where reading starts when
+     * `resume` is NULL or returns 0 (on every connect: with BUS_STREAM_FIRST
+     * and no resume, a reconnect reads the whole stream again). Other queues
+     * refuse an offset: setting one (or resume) there stops the worker at
+     * start (exit 2). */
     bus_stream_offset_t offset;
     /* Streams: called before every consume, the first one included; fills
      * *out and returns 1 to start there (typically the last offset the
