@@ -17,7 +17,6 @@ struct bus__consumer {
     char queue[256]; /* the broker's name for a server-named queue, new on each connect */
     char tag[128];
     int consuming;
-    int64_t skip_below; /* a numeric start offset: the broker starts at its chunk, we at the offset */
 };
 
 struct bus_delivery {
@@ -59,11 +58,6 @@ static int64_t msg_stream_offset(const bus_msg_t *msg) {
 static void on_delivery(bus_msg_t *msg, void *data) {
     struct bus__consumer *c = data;
     bus_worker_t *w = c->w;
-    int64_t offset = msg_stream_offset(msg);
-    if (offset >= 0 && offset < c->skip_below) { /* before the start the domain asked for */
-        bus_msg_ack(msg);
-        return;
-    }
     bus_counter_inc(w->m_consumed, 1);
     bus_delivery_t *d = calloc(1, sizeof *d);
     if (!d) {
@@ -73,7 +67,7 @@ static void on_delivery(bus_msg_t *msg, void *data) {
     }
     d->c = c;
     d->msg = msg;
-    d->offset = offset;
+    d->offset = msg_stream_offset(msg);
     bus__worker_work_started(w);
     c->def->fn(d);
 }
@@ -107,7 +101,6 @@ int bus__worker_consumers_init(bus_worker_t *w, char *err, size_t errlen) {
     for (size_t i = 0; i < n; i++) {
         w->consumers[i].w = w;
         w->consumers[i].def = &w->def->consumers[i];
-        w->consumers[i].skip_below = -1;
     }
     w->nconsumers = n;
     return 0;
@@ -159,7 +152,6 @@ static int consume_one(bus_worker_t *w, bus_conn_t *conn, struct bus__consumer *
     amqp_table_entry_t entry;
     entry.key = amqp_cstring_bytes(STREAM_OFFSET_HEADER);
     amqp_table_t args = {0, &entry};
-    c->skip_below = -1;
     switch (from.from) {
     case BUS_STREAM_FIRST:
     case BUS_STREAM_LAST:
@@ -170,7 +162,6 @@ static int consume_one(bus_worker_t *w, bus_conn_t *conn, struct bus__consumer *
     case BUS_STREAM_OFFSET:
         entry.value.kind = AMQP_FIELD_KIND_I64;
         entry.value.value.i64 = from.value < 0 ? 0 : from.value;
-        c->skip_below = entry.value.value.i64;
         args.num_entries = 1;
         break;
     case BUS_STREAM_TIMESTAMP:

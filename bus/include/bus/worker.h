@@ -130,7 +130,8 @@ typedef struct bus_consumer_def {
     /* Streams: called before every consume, the first one included; fills
      * *out and returns 1 to start there (typically the last offset the
      * domain processed + 1), or returns 0 to use `offset`. May be NULL.
-     * Deliveries below a numeric offset are acked and skipped by libbus. */
+     * From a numeric offset the broker delivers that offset first, not the
+     * rest of its chunk (tests/integration/test_worker_hooks.c checks it). */
     int (*resume)(bus_worker_t *w, void *data, bus_stream_offset_t *out);
     bus_delivery_fn fn; /* gets every delivery; NULL ends the table */
     void *data;         /* bus_delivery_data() */
