@@ -49,15 +49,13 @@ int gw_authorize(gw_req_t *r, const char *scope) {
     }
     if (!secret || !*secret) {
         bus_counter_inc(gw->m_auth_missing, 1);
-        bus_http_add_header(r->http, "WWW-Authenticate", "ApiKey header=\"X-API-Key\"");
-        gw_fail(r, 401, "an API key is required (X-API-Key header)");
+        gw_fail_unauthenticated(r, "an API key is required (X-API-Key header)");
         return -1;
     }
     const bus_apikey_t *key = bus_apikeys_find(gw->keys, secret);
     if (!key) {
         bus_counter_inc(gw->m_auth_invalid, 1);
-        bus_http_add_header(r->http, "WWW-Authenticate", "ApiKey header=\"X-API-Key\"");
-        gw_fail(r, 401, "unknown API key");
+        gw_fail_unauthenticated(r, "unknown API key");
         return -1;
     }
     snprintf(r->key_id, sizeof r->key_id, "%s", bus_apikey_id(key));
@@ -240,12 +238,8 @@ static void on_counted(int status, int64_t count, int64_t ttl_ms, void *data) {
     gw_t *gw = r->gw;
     set_headers(r, count, window);
     if (count > gw->rate_limit) {
-        char v[32];
-        snprintf(v, sizeof v, "%lld", (long long)r->rl_reset_s);
-        bus_http_add_header(r->http, "Retry-After", v);
         bus_counter_inc(gw->m_rate_limited, 1);
-        gw_fail(r, 429, "rate limit of %lld requests per %lld ms exceeded", (long long)gw->rate_limit,
-                (long long)gw->rate_window_ms);
+        gw_fail_rate_limited(r);
         return;
     }
     r->next(r);

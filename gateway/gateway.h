@@ -2,8 +2,11 @@
  * by the files of gateway/ — one file per concern:
  *
  *   main.c        settings, start-up, signals, graceful shutdown
- *   routes.c      the route table, request context, answering helpers,
+ *   routes.c      the route table, request context,
  *                 POST /api/v1/rpc/{service}/{method}, POST /api/v1/events/{type}
+ *   respond.c     every answer: the one exit (gw_finish), the JSON error and
+ *                 success bodies, X-Request-Id, rate-limit and CORS headers,
+ *                 the preflight answer, the access-log line and request metrics
  *   auth.c        API keys (401/403) and rate limits in Redis (429)
  *   health.c      GET /, /api/v1/health, /api/v1/health/services,
  *                 /api/v1/services/{name}/status, /metrics; queue-info cache
@@ -50,6 +53,7 @@ typedef enum {
 } gw_route_t;
 
 #define GW_STATUS_SLOTS 20 /* distinct statuses counted per route (+ "other") */
+#define GW_REQUEST_ID_CAP 130 /* 128 characters of a client's id + NUL (respond.c) */
 
 typedef struct gw {
     uv_loop_t *loop;
@@ -93,7 +97,7 @@ typedef struct gw_req {
     bus_http_req_t *http;
     gw_route_t route;
     uint64_t t0;                /* uv_hrtime at arrival */
-    char request_id[130];
+    char request_id[GW_REQUEST_ID_CAP];
     char key_id[64];            /* "" = no key */
     char client[80];            /* rate-limit identity: key id or peer address */
     /* rate-limit headers, set once the counter answered (rl_known) */
@@ -111,20 +115,52 @@ typedef struct gw_req {
 } gw_req_t;
 
 /* ---- routes.c ---- */
+/* The server's on_request: matches the route and runs it. */
 void gw_on_request(bus_http_req_t *req, void *data);
-size_t gw_error_body(bus_http_req_t *req, int status, const char *code, const char *message, char *buf,
-                     size_t cap, void *data);
-/* Answers with `body` (copied) after adding the common headers (X-Request-Id,
- * CORS, rate-limit), logs the access line, counts metrics and releases r. */
+/* Puts r back on the free list (gw_finish does; nothing else may). */
+void gw_req_release(gw_req_t *r);
+void gw_req_pool_free(void);
+
+/* ---- respond.c ----
+ * Every gw_finish*, gw_succeed, gw_fail* and gw_answer_options call answers
+ * r exactly once and releases it: r is gone when the call returns. Strings
+ * and bodies passed in are only read during the call. */
+/* Creates the edge's metric series (the request series are made on first use). */
+void gw_metrics_init(gw_t *gw);
+/* The request id of http: its X-Request-Id when that is safe to echo, else a
+ * fresh one. */
+void gw_pick_request_id(gw_t *gw, bus_http_req_t *http, char out[GW_REQUEST_ID_CAP]);
+/* The one exit: answers with `body` (copied) after adding the common headers
+ * (X-Request-Id, CORS, rate-limit), logs the access line, counts metrics and
+ * releases r. content_type may be NULL when len is 0. */
 void gw_finish(gw_req_t *r, int status, const char *content_type, const char *body, size_t len);
-/* Answers with the JSON error body + request_id (printf-style message). */
-void gw_fail(gw_req_t *r, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Answers with a JSON object `body` (a complete object "{...}") with
  * ,"request_id":"..." spliced before its final '}'. A body that is not an
  * object ending in '}' is answered as 500. */
 void gw_finish_spliced(gw_req_t *r, int status, const char *body, size_t len);
-void gw_metrics_init(gw_t *gw);
-void gw_req_pool_free(void);
+/* Answers with doc printed (doc is freed, always). 500 when out of memory. */
+void gw_finish_json(gw_req_t *r, int status, cJSON *doc);
+/* Answers {"success":true,"data":<data_json>,"request_id":"..."}; data_json
+ * is a complete JSON value. */
+void gw_succeed(gw_req_t *r, int status, const char *data_json);
+/* Answers with the JSON error body + request_id (printf-style message). */
+void gw_fail(gw_req_t *r, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* 503: the broker is down, or blocks the connection (a resource alarm,
+ * named in the message). */
+void gw_fail_broker(gw_req_t *r);
+/* 401 with WWW-Authenticate. */
+void gw_fail_unauthenticated(gw_req_t *r, const char *message);
+/* 429 with Retry-After (r->rl_reset_s; the rate-limit fields must be set). */
+void gw_fail_rate_limited(gw_req_t *r);
+/* 405 with Allow: allow ("GET, HEAD, OPTIONS"). */
+void gw_fail_method(gw_req_t *r, const char *allow);
+/* OPTIONS on a route whose methods are `allow`: 204 with Allow, or the CORS
+ * preflight answer (403 for an origin not allowed). */
+void gw_answer_options(gw_req_t *r, const char *allow);
+/* The server's error_body hook (bus/http.h): its own errors (400, 408, 413,
+ * 431, 505) get the same body, X-Request-Id, an access-log line, metrics. */
+size_t gw_error_body(bus_http_req_t *req, int status, const char *code, const char *message, char *buf,
+                     size_t cap, void *data);
 
 /* ---- auth.c ---- */
 /* Authenticates r for `scope` ("rpc:<service>.<method>", "events:<type>")
@@ -152,9 +188,6 @@ void gw_metrics(gw_req_t *r);
  * otherwise answers 404 (no such queue) or 503 (no consumer, broker down)
  * and r is gone. */
 void gw_require_live_service(gw_req_t *r, void (*then)(gw_req_t *r));
-/* Answers 503: the broker is down, or blocks the connection (a resource
- * alarm, named in the message). */
-void gw_fail_broker(gw_req_t *r);
 /* Frees the queue cache (at exit, after the broker connection is closed). */
 void gw_health_free(void);
 

@@ -119,15 +119,6 @@ static int probe(gw_t *gw, qinfo_t *q, void (*cb)(void *), void *data) {
 
 /* ---- a live instance, before an RPC ---- */
 
-void gw_fail_broker(gw_req_t *r) {
-    const char *why = bus_conn_blocked(r->gw->conn);
-    if (why)
-        gw_fail(r, 503, "the message broker refuses messages for now (%s); try again later",
-                *why ? why : "resource alarm");
-    else
-        gw_fail(r, 503, "the message broker is unavailable");
-}
-
 /* Goes on with r->after_check, or answers 404 / 503 from q's answer. */
 static void decide(gw_req_t *r, const qinfo_t *q) {
     if (!q || q->rc == BUS_EUNAVAILABLE)
@@ -183,17 +174,6 @@ void gw_health_free(void) {
     memset(cache, 0, sizeof cache);
 }
 
-static void finish_json(gw_req_t *r, int status, cJSON *doc) {
-    char *s = cJSON_PrintUnformatted(doc);
-    cJSON_Delete(doc);
-    if (!s) {
-        gw_fail(r, 500, "out of memory");
-        return;
-    }
-    gw_finish(r, status, "application/json", s, strlen(s));
-    free(s);
-}
-
 void gw_root(gw_req_t *r) {
     cJSON *d = cJSON_CreateObject();
     cJSON_AddStringToObject(d, "name", "bus");
@@ -209,7 +189,7 @@ void gw_root(gw_req_t *r) {
     cJSON_AddStringToObject(links, "events", "/api/v1/events/{type}");
     cJSON_AddStringToObject(links, "openapi", "/api/v1/openapi.json");
     cJSON_AddStringToObject(links, "metrics", "/metrics");
-    finish_json(r, 200, d);
+    gw_finish_json(r, 200, d);
 }
 
 void gw_health(gw_req_t *r) {
@@ -274,7 +254,7 @@ static void health_answer(health_ctx_t *h) {
     }
     cJSON_AddStringToObject(d, "status", (size_t)up == (size_t)cJSON_GetArraySize(arr) ? "ok" : "degraded");
     cJSON_AddItemToObject(d, "services", arr);
-    finish_json(r, 200, d);
+    gw_finish_json(r, 200, d);
 }
 
 static void on_health_probed(void *data) {
