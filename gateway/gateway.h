@@ -9,7 +9,10 @@
  *                 the preflight answer, the access-log line and request metrics
  *   auth.c        API keys (401/403) and rate limits in Redis (429)
  *   health.c      GET /, /api/v1/health, /api/v1/health/services,
- *                 /api/v1/services/{name}/status, /metrics; queue-info cache
+ *                 /api/v1/services/{name}/status, /metrics
+ *   liveness.c    the liveness cache: which queues exist and have consumers,
+ *                 asked of the broker with asynchronous probes, cached and
+ *                 refreshed; the "live instance before an RPC" gate
  *   openapi.c     GET /api/v1/openapi.json, built once from schemas/
  *   access_log.c  one JSON line per request, written in batches
  *
@@ -183,13 +186,30 @@ void gw_health(gw_req_t *r);
 void gw_health_services(gw_req_t *r);
 void gw_service_status(gw_req_t *r);
 void gw_metrics(gw_req_t *r);
+
+/* ---- liveness.c ---- */
+/* The cache's last answer about one queue. */
+typedef struct {
+    int rc;                       /* 0, BUS_ENOT_FOUND (no such queue), BUS_EUNAVAILABLE (broker lost) */
+    int known;                    /* rc and the counts are an answer of the current connection */
+    uint32_t messages, consumers; /* when rc is 0 */
+} gw_queue_state_t;
 /* Goes on with then(r) when rpc.<r->service> has a consumer (from the
- * queue cache, or once a probe of the broker answers: see health.c);
- * otherwise answers 404 (no such queue) or 503 (no consumer, broker down)
- * and r is gone. */
+ * cache, or once a probe of the broker answers); otherwise answers 404 (no
+ * such queue) or 503 (no consumer, broker down or blocked, cache full) and
+ * r is gone. then may run before this returns (a fresh answer). */
 void gw_require_live_service(gw_req_t *r, void (*then)(gw_req_t *r));
-/* Frees the queue cache (at exit, after the broker connection is closed). */
-void gw_health_free(void);
+/* Asks the broker about `queue` unless the cache holds a fresh answer.
+ * Returns 1 when done(data) will run exactly once, after this returns, when
+ * the broker has answered (read the answer with gw_liveness_get); 0 when it
+ * will not run (a fresh answer is there, or no probe could be made). */
+int gw_liveness_refresh(gw_t *gw, const char *queue, void (*done)(void *data), void *data);
+/* The cache's last answer about `queue`, of any age: 0 and *out, or
+ * BUS_ENOT_FOUND when the cache has no slot for it. */
+int gw_liveness_get(gw_t *gw, const char *queue, gw_queue_state_t *out);
+/* Frees the cache (at exit, after the broker connection is closed: no probe
+ * is out any more). */
+void gw_liveness_free(gw_t *gw);
 
 /* ---- openapi.c ---- */
 /* Builds the document from the registry (may be NULL). malloc'd, caller frees. */

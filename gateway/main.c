@@ -308,6 +308,7 @@ out:
     free(gw->cors_origins);
     gw_req_pool_free();
     gw_rate_limit_free();
+    gw_liveness_free(gw);
     bus_config_free(&gw->cfg);
     bus_config_free_extras(extras, X_COUNT);
     return code;
