@@ -27,16 +27,21 @@
 #include "bus/log.h"
 #include "gateway.h"
 
+/* The rate-limit identity of a request without a key: the peer address
+ * without the port ("127.0.0.1:5123" -> "127.0.0.1", "[::1]:5" -> "[::1]"). */
+static void client_from_peer(gw_req_t *r) {
+    const char *peer = bus_http_peer(r->http);
+    const char *colon = strrchr(peer, ':');
+    size_t n = colon ? (size_t)(colon - peer) : strlen(peer);
+    if (n >= sizeof r->client) n = sizeof r->client - 1;
+    memcpy(r->client, peer, n);
+    r->client[n] = '\0';
+}
+
 int gw_authorize(gw_req_t *r, const char *scope) {
     gw_t *gw = r->gw;
     if (!gw->keys) {
-        const char *peer = bus_http_peer(r->http);
-        /* the address without the port: "127.0.0.1:5123" -> "127.0.0.1", "[::1]:5" -> "[::1]" */
-        const char *colon = strrchr(peer, ':');
-        size_t n = colon ? (size_t)(colon - peer) : strlen(peer);
-        if (n >= sizeof r->client) n = sizeof r->client - 1;
-        memcpy(r->client, peer, n);
-        r->client[n] = '\0';
+        client_from_peer(r);
         return 0;
     }
     const char *secret = bus_http_header(r->http, "X-API-Key");
@@ -313,6 +318,7 @@ void gw_rate_limit(gw_req_t *r) {
         flush_gw = gw;
         flusher_on = 1;
     }
+    if (!r->client[0]) client_from_peer(r); /* a route that needs no key */
     int64_t window = wall_ms() / gw->rate_window_ms * gw->rate_window_ms;
     rl_client_t *c = client_slot(r->client, window);
     int64_t margin = gw->rate_limit / 10 > 16 ? gw->rate_limit / 10 : 16;

@@ -2,8 +2,10 @@
  * by the files of gateway/ — one file per concern:
  *
  *   main.c        settings, start-up, signals, graceful shutdown
- *   routes.c      the route table, request context,
- *                 POST /api/v1/rpc/{service}/{method}, POST /api/v1/events/{type}
+ *   routes.c      the route table (one row per route: methods, path pattern,
+ *                 handler, scope, rate limit), matched in one place (404, 405
+ *                 with Allow, OPTIONS); the request contexts
+ *   forward.c     POST /api/v1/rpc/{service}/{method}, POST /api/v1/events/{type}
  *   respond.c     every answer: the one exit (gw_finish), the JSON error and
  *                 success bodies, X-Request-Id, rate-limit and CORS headers,
  *                 the preflight answer, the access-log line and request metrics
@@ -41,22 +43,10 @@
 #include "bus/rpc.h"
 #include "bus/schema.h"
 
-/* Routes, used as metric labels and in the access log. */
-typedef enum {
-    GW_R_NONE = 0, /* unknown path (404) or the server's own errors */
-    GW_R_ROOT,
-    GW_R_HEALTH,
-    GW_R_HEALTH_SERVICES,
-    GW_R_SERVICE_STATUS,
-    GW_R_METRICS,
-    GW_R_OPENAPI,
-    GW_R_RPC,
-    GW_R_EVENTS,
-    GW_R_COUNT
-} gw_route_t;
-
 #define GW_STATUS_SLOTS 20 /* distinct statuses counted per route (+ "other") */
 #define GW_REQUEST_ID_CAP 130 /* 128 characters of a client's id + NUL (respond.c) */
+#define GW_ROUTES_MAX 32      /* rows the route table may hold (routes.c checks at compile time) */
+#define GW_ROUTE_NONE 0       /* gw_req_t.route of a request no row matched, and of the server's own errors */
 
 typedef struct gw {
     uv_loop_t *loop;
@@ -85,9 +75,9 @@ typedef struct gw {
     uv_signal_t sigterm, sigint;
     int stopping;
 
-    /* metrics */
-    bus_counter_t *m_requests[GW_R_COUNT][GW_STATUS_SLOTS + 1];
-    bus_histogram_t *m_seconds[GW_R_COUNT];
+    /* metrics; per route: index GW_ROUTE_NONE, then one per row of the table */
+    bus_counter_t *m_requests[GW_ROUTES_MAX + 1][GW_STATUS_SLOTS + 1];
+    bus_histogram_t *m_seconds[GW_ROUTES_MAX + 1];
     bus_counter_t *m_rl_unavailable;
     bus_counter_t *m_rate_limited;
     bus_counter_t *m_auth_missing, *m_auth_invalid, *m_auth_scope;
@@ -98,7 +88,7 @@ typedef struct gw {
 typedef struct gw_req {
     gw_t *gw;
     bus_http_req_t *http;
-    gw_route_t route;
+    int route;                  /* GW_ROUTE_NONE, or 1 + the index of its row in the table */
     uint64_t t0;                /* uv_hrtime at arrival */
     char request_id[GW_REQUEST_ID_CAP];
     char key_id[64];            /* "" = no key */
@@ -106,18 +96,39 @@ typedef struct gw_req {
     /* rate-limit headers, set once the counter answered (rl_known) */
     int rl_known;
     int64_t rl_limit, rl_remaining, rl_reset_s;
-    /* route parameters (point into the request path copy below) */
+    /* route parameters, copied from the path by the route table ("" = not in the route) */
     char service[64], method[64];
     char type[256];
     char event_id[40];          /* events route: the id published */
-    /* next step after the rate limit */
+    /* next step after the rate limit (the route's handler) */
     void (*next)(struct gw_req *r);
     /* next step once the service is known to have a live instance */
     void (*after_check)(struct gw_req *r);
     struct gw_req *free_next;   /* free-list link */
 } gw_req_t;
 
+/* One row of the route table (routes.c). */
+enum { GW_GET = 1u << 0 /* and HEAD */, GW_POST = 1u << 1 };
+typedef struct {
+    const char *name;     /* metric label "route" and the access log's "route" */
+    unsigned methods;     /* GW_GET | GW_POST; OPTIONS is answered for every route */
+    /* "/api/v1/rpc/{service}/{method}": literal text and {parameters}, each a
+     * whole path segment, copied into gw_req_t and checked: {service} and
+     * {method} (bus_valid_name), {type} (bus_valid_event_type) */
+    const char *pattern;
+    /* Runs once the checks of the row passed; must answer r (now or later). */
+    void (*handler)(gw_req_t *r);
+    /* API-key scope needed, with {parameters} filled in ("rpc:{service}.{method}");
+     * NULL: no key needed */
+    const char *scope;
+    int rate_limited;     /* 1: counted against the client's window first (429) */
+} gw_route_t;
+
 /* ---- routes.c ---- */
+/* Rows in the table + 1 (GW_ROUTE_NONE): the range of gw_req_t.route. */
+int gw_route_count(void);
+/* "rpc", ...; "none" for GW_ROUTE_NONE. Static. */
+const char *gw_route_name(int route);
 /* The server's on_request: matches the route and runs it. */
 void gw_on_request(bus_http_req_t *req, void *data);
 /* Puts r back on the free list (gw_finish does; nothing else may). */
@@ -165,13 +176,18 @@ void gw_answer_options(gw_req_t *r, const char *allow);
 size_t gw_error_body(bus_http_req_t *req, int status, const char *code, const char *message, char *buf,
                      size_t cap, void *data);
 
+/* ---- forward.c ---- */
+void gw_rpc(gw_req_t *r);    /* POST /api/v1/rpc/{service}/{method} */
+void gw_events(gw_req_t *r); /* POST /api/v1/events/{type} */
+
 /* ---- auth.c ---- */
 /* Authenticates r for `scope` ("rpc:<service>.<method>", "events:<type>")
  * and sets r->key_id and r->client (the rate-limit identity). Returns 0 when
  * allowed; otherwise it has answered (401/403), r is gone, and it returns
  * -1. With no keys file every request is allowed (caller "anonymous"). */
 int gw_authorize(gw_req_t *r, const char *scope);
-/* Counts the request against the client's window, then calls r->next(r) or
+/* Counts the request against the client's window (r->client; the peer
+ * address when gw_authorize has not set it), then calls r->next(r) or
  * answers 429 (or 503 when Redis is down and BUS_RATELIMIT_FAIL=closed). */
 void gw_rate_limit(gw_req_t *r);
 /* Sends the counts still batched and closes the batching handle (at

@@ -23,18 +23,15 @@
 #include "bus/log.h"
 #include "gateway.h"
 
-static const char *const route_names[GW_R_COUNT] = {
-    "none", "root", "health", "health_services", "service_status", "metrics", "openapi", "rpc", "events"};
-
 static const int status_slots[GW_STATUS_SLOTS] = {200, 202, 204, 400, 401, 403, 404, 405, 408, 413,
                                                   415, 422, 429, 431, 500, 502, 503, 504, 505, 0};
 
 /* ---- metrics ---- */
 
 void gw_metrics_init(gw_t *gw) {
-    for (int rt = 0; rt < GW_R_COUNT; rt++)
+    for (int rt = 0; rt < gw_route_count(); rt++)
         gw->m_seconds[rt] = bus_histogram("bus_gateway_request_seconds", "Time from request to response",
-                                          "route", route_names[rt], NULL);
+                                          "route", gw_route_name(rt), NULL);
     gw->m_rl_unavailable = bus_counter("bus_gateway_ratelimit_unavailable_total",
                                        "Requests whose rate limit could not be checked (Redis down)", NULL);
     gw->m_rate_limited = bus_counter("bus_gateway_rate_limited_total", "Requests refused with 429", NULL);
@@ -48,7 +45,7 @@ void gw_metrics_init(gw_t *gw) {
                                        "Events not confirmed by the broker (503)", NULL);
 }
 
-static void count(gw_t *gw, gw_route_t route, int status, uint64_t t0) {
+static void count(gw_t *gw, int route, int status, uint64_t t0) {
     int slot = GW_STATUS_SLOTS;
     for (int i = 0; i < GW_STATUS_SLOTS && status_slots[i]; i++)
         if (status_slots[i] == status) {
@@ -61,7 +58,7 @@ static void count(gw_t *gw, gw_route_t route, int status, uint64_t t0) {
         if (slot == GW_STATUS_SLOTS) snprintf(st, sizeof st, "other");
         else snprintf(st, sizeof st, "%d", status);
         gw->m_requests[route][slot] = bus_counter("bus_gateway_requests_total", "HTTP requests answered",
-                                                  "route", route_names[route], "status", st, NULL);
+                                                  "route", gw_route_name(route), "status", st, NULL);
     }
     bus_counter_inc(gw->m_requests[route][slot], 1);
     bus_histogram_observe(gw->m_seconds[route], (double)(uv_hrtime() - t0) / 1e9);
@@ -132,7 +129,7 @@ void gw_finish(gw_req_t *r, int status, const char *content_type, const char *bo
     gw_t *gw = r->gw;
     add_common_headers(r);
     if (gw->access_log)
-        gw_access_log(r->request_id, route_names[r->route], bus_http_method(r->http), bus_http_path(r->http),
+        gw_access_log(r->request_id, gw_route_name(r->route), bus_http_method(r->http), bus_http_path(r->http),
                       status, len, (double)(uv_hrtime() - r->t0) / 1e6, r->key_id, bus_http_peer(r->http));
     count(gw, r->route, status, r->t0);
     bus_http_respond(r->http, status, content_type, body, len);
@@ -299,7 +296,8 @@ size_t gw_error_body(bus_http_req_t *req, int status, const char *code, const ch
     bus_http_add_header(req, "X-Request-Id", id);
     size_t n = error_json(buf, cap, status, message, id);
     if (gw->access_log)
-        gw_access_log(id, "none", bus_http_method(req), bus_http_path(req), status, n, 0, "", bus_http_peer(req));
-    count(gw, GW_R_NONE, status, uv_hrtime());
+        gw_access_log(id, gw_route_name(GW_ROUTE_NONE), bus_http_method(req), bus_http_path(req), status, n, 0, "",
+                      bus_http_peer(req));
+    count(gw, GW_ROUTE_NONE, status, uv_hrtime());
     return n;
 }
