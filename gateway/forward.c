@@ -99,10 +99,10 @@ void gw_rpc(gw_req_t *r) {
     }
     const bus_schema_t *ps = gw->schemas ? bus_schema_registry_params(gw->schemas, r->service, r->method) : NULL;
     if (ps) {
-        static bus_schema_result_t res; /* ~9 KB: one loop thread, kept off the stack */
-        if (bus_schema_validate(ps, doc, &res) != 0) {
+        bus_schema_result_t *res = &gw->schema_result; /* ~9 KB: kept off the stack */
+        if (bus_schema_validate(ps, doc, res) != 0) {
             char msg[1024];
-            bus_schema_result_format(&res, msg, sizeof msg);
+            bus_schema_result_format(res, msg, sizeof msg);
             cJSON_Delete(doc);
             gw_fail(r, 422, "%s", msg);
             return;
@@ -186,13 +186,13 @@ void gw_events(gw_req_t *r) {
     }
     const bus_schema_t *es = gw->schemas ? bus_schema_registry_event(gw->schemas, r->type) : NULL;
     if (es) {
-        static bus_schema_result_t res;
+        bus_schema_result_t *res = &gw->schema_result;
         cJSON *null = env.data ? NULL : cJSON_CreateNull();
-        int bad = bus_schema_validate_at(es, env.data ? env.data : null, prefix, &res) != 0;
+        int bad = bus_schema_validate_at(es, env.data ? env.data : null, prefix, res) != 0;
         cJSON_Delete(null);
         if (bad) {
             char msg[1024];
-            bus_schema_result_format(&res, msg, sizeof msg);
+            bus_schema_result_format(res, msg, sizeof msg);
             bus_envelope_clear(&env);
             gw_fail(r, 422, "%s", msg);
             return;

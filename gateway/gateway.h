@@ -1,4 +1,4 @@
-/* bus-gateway: the HTTP edge (DESIGN.md "HTTP edge"). Internal header shared
+/* bus-gateway: the HTTP edge (README.md "The HTTP edge"). Internal header shared
  * by the files of gateway/ — one file per concern:
  *
  *   main.c        settings, start-up, signals, graceful shutdown
@@ -21,11 +21,17 @@
  * Everything runs on the one loop thread of the process; nothing here is
  * thread-safe and nothing needs to be.
  *
- * Ownership: the gateway (gw_t, one per process, static in main.c) owns the
- * connection, RPC client, Redis client, keys, schema registry and HTTP
- * server. A request context (gw_req_t) is created for each request handed to
- * on_request, owns the bus_http_req_t until gw_finish()/gw_fail() answers it,
- * and is released by that call; no pointer into it survives the answer.
+ * Ownership: the gateway (gw_t, one per process, made and freed by main.c)
+ * owns the connection, RPC client, Redis client, keys, schema registry and
+ * HTTP server, and the state of every file (request contexts, liveness
+ * cache, rate-limit windows, access-log buffer): no file keeps state in
+ * statics, every function reaches it through the gw_t or gw_req_t it is
+ * given. A request context (gw_req_t) is created for each request handed to
+ * on_request, owns the bus_http_req_t until gw_finish()/gw_fail() answers
+ * it, and is released by that call; no pointer into it survives the answer.
+ *
+ * Adding a route: its handler (in the file of its concern) and one row in
+ * the table of routes.c; its answers go through respond.c.
  */
 #ifndef BUS_GATEWAY_H
 #define BUS_GATEWAY_H
@@ -46,6 +52,7 @@
 #define GW_STATUS_SLOTS 20 /* distinct statuses counted per route (+ "other") */
 #define GW_REQUEST_ID_CAP 130 /* 128 characters of a client's id + NUL (respond.c) */
 #define GW_ROUTES_MAX 32      /* rows the route table may hold (routes.c checks at compile time) */
+#define GW_ACCESS_LOG_BYTES (64 * 1024) /* lines buffered before a write (access_log.c) */
 #define GW_ROUTE_NONE 0       /* gw_req_t.route of a request no row matched, and of the server's own errors */
 
 typedef struct gw {
@@ -74,6 +81,38 @@ typedef struct gw {
     size_t openapi_len;
     uv_signal_t sigterm, sigint;
     int stopping;
+
+    /* The state of each file lives here, touched only by that file. Tables
+     * are allocated on first use and freed at exit by the file's *_free. */
+
+    /* request contexts (routes.c): a free list, so no malloc per request once warm */
+    struct gw_req *req_pool;
+    size_t req_pool_size;
+
+    /* the liveness cache (liveness.c) */
+    struct gw_qinfo *qcache;    /* its slots */
+    unsigned qcache_victim;     /* where the search for a slot to reuse starts */
+
+    /* the rate limiter's per-client windows and count batches (auth.c) */
+    struct {
+        struct gw_rl_client *clients;   /* the table of clients */
+        struct gw_rl_client **dirty;    /* clients with counts waiting to be sent, ndirty of them */
+        size_t ndirty;
+        struct gw_rl_call *free_calls;  /* free list of calls to Redis */
+        uv_timer_t flusher;             /* sends the batches; initialised on first use (flusher_on) */
+        int flusher_on;
+    } rl;
+
+    /* the access log's buffer (access_log.c) */
+    struct {
+        int active;             /* 0: the log is off (or closed) */
+        size_t used;            /* bytes of buf waiting to be written */
+        uv_timer_t flusher;
+        char buf[GW_ACCESS_LOG_BYTES];
+    } alog;
+
+    /* scratch of the validating routes (forward.c): ~9 KB, kept off the stack */
+    bus_schema_result_t schema_result;
 
     /* metrics; per route: index GW_ROUTE_NONE, then one per row of the table */
     bus_counter_t *m_requests[GW_ROUTES_MAX + 1][GW_STATUS_SLOTS + 1];
@@ -133,7 +172,8 @@ const char *gw_route_name(int route);
 void gw_on_request(bus_http_req_t *req, void *data);
 /* Puts r back on the free list (gw_finish does; nothing else may). */
 void gw_req_release(gw_req_t *r);
-void gw_req_pool_free(void);
+/* Frees the free list (at exit). */
+void gw_req_pool_free(gw_t *gw);
 
 /* ---- respond.c ----
  * Every gw_finish*, gw_succeed, gw_fail* and gw_answer_options call answers
@@ -192,9 +232,10 @@ int gw_authorize(gw_req_t *r, const char *scope);
 void gw_rate_limit(gw_req_t *r);
 /* Sends the counts still batched and closes the batching handle (at
  * shutdown, before Redis is closed). */
-void gw_rate_limit_close(void);
-/* Frees the per-client window table (at exit, after Redis is closed). */
-void gw_rate_limit_free(void);
+void gw_rate_limit_close(gw_t *gw);
+/* Frees the per-client window table (at exit, after Redis is closed and the
+ * loop has run the handle's close). */
+void gw_rate_limit_free(gw_t *gw);
 
 /* ---- health.c ---- */
 void gw_root(gw_req_t *r);
@@ -233,12 +274,14 @@ char *gw_openapi_build(const bus_schema_registry_t *reg, const char *schemas_dir
 void gw_openapi(gw_req_t *r);
 
 /* ---- access_log.c ---- */
-void gw_access_log_init(uv_loop_t *loop, int enabled);
-/* Appends one line (flushed before the loop next waits for I/O). Strings
- * are only read during the call; key may be "" (no key). */
-void gw_access_log(const char *request_id, const char *route, const char *method, const char *path,
+/* Starts the log when gw->access_log is set (on gw->loop). */
+void gw_access_log_init(gw_t *gw);
+/* Appends one line (written within 10 ms, see access_log.c); nothing when
+ * the log is off. Strings are only read during the call; key may be "" (no
+ * key). */
+void gw_access_log(gw_t *gw, const char *request_id, const char *route, const char *method, const char *path,
                    int status, size_t bytes, double ms, const char *key, const char *peer);
-/* Writes what is buffered and stops the flusher. */
-void gw_access_log_close(void);
+/* Writes what is buffered and closes the flusher (the loop runs its close). */
+void gw_access_log_close(gw_t *gw);
 
 #endif

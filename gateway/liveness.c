@@ -32,7 +32,8 @@ typedef struct waiter {
     void *data;
 } waiter_t;
 
-typedef struct {
+typedef struct gw_qinfo {
+    gw_t *gw;             /* the gateway whose cache this slot is */
     char name[72];        /* queue name; "" = free */
     int known;            /* rc and counts are an answer read on connection generation gen */
     int rc;               /* of the last probe: 0, BUS_ENOT_FOUND, BUS_EUNAVAILABLE */
@@ -43,13 +44,14 @@ typedef struct {
     waiter_t *waiters;    /* called (and freed) when the probe answers */
 } qinfo_t;
 
-static qinfo_t cache[CACHE_SLOTS];
-static unsigned next_victim;
-static gw_t *cache_gw; /* probes answer on the one gateway of the process */
-
-/* The slot of `queue`; with create, a free or reusable one is taken (NULL
- * when every slot has a probe out). */
-static qinfo_t *slot_of(const char *queue, int create) {
+/* The slot of `queue` in gw->qcache (CACHE_SLOTS of them, allocated on
+ * first use); with create, a free or reusable one is taken (NULL when every
+ * slot has a probe out, or out of memory). */
+static qinfo_t *slot_of(gw_t *gw, const char *queue, int create) {
+    qinfo_t *cache = gw->qcache;
+    if (!cache) {
+        if (!create || !(cache = gw->qcache = calloc(CACHE_SLOTS, sizeof *cache))) return NULL;
+    }
     for (int i = 0; i < CACHE_SLOTS; i++)
         if (strcmp(cache[i].name, queue) == 0) return &cache[i];
     if (!create) return NULL;
@@ -57,11 +59,12 @@ static qinfo_t *slot_of(const char *queue, int create) {
     for (int i = 0; i < CACHE_SLOTS && !slot; i++)
         if (!cache[i].name[0]) slot = &cache[i];
     for (int i = 0; i < CACHE_SLOTS && !slot; i++) {
-        qinfo_t *v = &cache[next_victim++ % CACHE_SLOTS];
+        qinfo_t *v = &cache[gw->qcache_victim++ % CACHE_SLOTS];
         if (!v->probing) slot = v;
     }
     if (!slot) return NULL;
     memset(slot, 0, sizeof *slot);
+    slot->gw = gw;
     snprintf(slot->name, sizeof slot->name, "%s", queue);
     return slot;
 }
@@ -74,7 +77,7 @@ static int fresh(gw_t *gw, const qinfo_t *q) {
 
 static void on_probe(int status, uint32_t messages, uint32_t consumers, void *data) {
     qinfo_t *q = data;
-    gw_t *gw = cache_gw;
+    gw_t *gw = q->gw;
     q->probing = 0;
     q->rc = status == 0 || status == BUS_ENOT_FOUND ? status : BUS_EUNAVAILABLE;
     q->known = q->rc != BUS_EUNAVAILABLE;
@@ -108,7 +111,6 @@ static int probe(gw_t *gw, qinfo_t *q, void (*cb)(void *), void *data) {
             return rc == BUS_EUNAVAILABLE ? rc : BUS_EINTERNAL;
         }
         q->probing = 1;
-        cache_gw = gw;
     }
     if (w) q->waiters = w;
     return 0;
@@ -117,14 +119,13 @@ static int probe(gw_t *gw, qinfo_t *q, void (*cb)(void *), void *data) {
 /* ---- the cache as health.c reads it ---- */
 
 int gw_liveness_refresh(gw_t *gw, const char *queue, void (*done)(void *data), void *data) {
-    qinfo_t *q = slot_of(queue, 1);
+    qinfo_t *q = slot_of(gw, queue, 1);
     if (!q || fresh(gw, q)) return 0;
     return probe(gw, q, done, data) == 0;
 }
 
 int gw_liveness_get(gw_t *gw, const char *queue, gw_queue_state_t *out) {
-    (void)gw;
-    const qinfo_t *q = slot_of(queue, 0);
+    const qinfo_t *q = slot_of(gw, queue, 0);
     if (!q) return BUS_ENOT_FOUND;
     *out = (gw_queue_state_t){.rc = q->rc, .known = q->known, .messages = q->messages, .consumers = q->consumers};
     return 0;
@@ -150,7 +151,7 @@ static void on_service_probed(void *data) {
     gw_req_t *r = data;
     char name[80];
     rpc_queue(name, sizeof name, r->service);
-    decide(r, slot_of(name, 0));
+    decide(r, slot_of(r->gw, name, 0));
 }
 
 void gw_require_live_service(gw_req_t *r, void (*then)(gw_req_t *r)) {
@@ -162,7 +163,7 @@ void gw_require_live_service(gw_req_t *r, void (*then)(gw_req_t *r)) {
     r->after_check = then;
     char name[80];
     rpc_queue(name, sizeof name, r->service);
-    qinfo_t *q = slot_of(name, 1);
+    qinfo_t *q = slot_of(gw, name, 1);
     if (!q) {
         gw_fail(r, 503, "too many services are being looked up; try again");
         return;
@@ -178,12 +179,13 @@ void gw_require_live_service(gw_req_t *r, void (*then)(gw_req_t *r)) {
 }
 
 void gw_liveness_free(gw_t *gw) {
-    (void)gw;
-    for (int i = 0; i < CACHE_SLOTS; i++)
+    qinfo_t *cache = gw->qcache;
+    for (int i = 0; cache && i < CACHE_SLOTS; i++)
         while (cache[i].waiters) {
             waiter_t *n = cache[i].waiters->next;
             free(cache[i].waiters);
             cache[i].waiters = n;
         }
-    memset(cache, 0, sizeof cache);
+    free(cache);
+    gw->qcache = NULL;
 }

@@ -129,7 +129,7 @@ void gw_finish(gw_req_t *r, int status, const char *content_type, const char *bo
     gw_t *gw = r->gw;
     add_common_headers(r);
     if (gw->access_log)
-        gw_access_log(r->request_id, gw_route_name(r->route), bus_http_method(r->http), bus_http_path(r->http),
+        gw_access_log(gw, r->request_id, gw_route_name(r->route), bus_http_method(r->http), bus_http_path(r->http),
                       status, len, (double)(uv_hrtime() - r->t0) / 1e6, r->key_id, bus_http_peer(r->http));
     count(gw, r->route, status, r->t0);
     bus_http_respond(r->http, status, content_type, body, len);
@@ -296,7 +296,7 @@ size_t gw_error_body(bus_http_req_t *req, int status, const char *code, const ch
     bus_http_add_header(req, "X-Request-Id", id);
     size_t n = error_json(buf, cap, status, message, id);
     if (gw->access_log)
-        gw_access_log(id, gw_route_name(GW_ROUTE_NONE), bus_http_method(req), bus_http_path(req), status, n, 0, "",
+        gw_access_log(gw, id, gw_route_name(GW_ROUTE_NONE), bus_http_method(req), bus_http_path(req), status, n, 0, "",
                       bus_http_peer(req));
     count(gw, GW_ROUTE_NONE, status, uv_hrtime());
     return n;

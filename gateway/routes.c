@@ -29,7 +29,7 @@
 /* ---- the table ---- */
 
 static const gw_route_t routes[] = {
-    /* name             methods  pattern                              handler             scope (NULL: no key)      limited */
+    /* name             methods  pattern                              handler             scope                     limited */
     {"root",            GW_GET,  "/",                                 gw_root,            NULL,                     0},
     {"health",          GW_GET,  "/api/v1/health",                    gw_health,          NULL,                     0},
     {"health_services", GW_GET,  "/api/v1/health/services",           gw_health_services, NULL,                     0},
@@ -129,15 +129,13 @@ static void allow_list(unsigned methods, char *out, size_t cap) {
 
 /* ---- request contexts (free list: no malloc per request once warm) ---- */
 
-static gw_req_t *pool;
-static size_t pool_size;
-#define POOL_MAX 4096
+#define POOL_MAX 4096 /* contexts kept on gw->req_pool */
 
 static gw_req_t *req_new(gw_t *gw, bus_http_req_t *http) {
-    gw_req_t *r = pool;
+    gw_req_t *r = gw->req_pool;
     if (r) {
-        pool = r->free_next;
-        pool_size--;
+        gw->req_pool = r->free_next;
+        gw->req_pool_size--;
     } else {
         r = malloc(sizeof *r);
         if (!r) return NULL;
@@ -155,22 +153,23 @@ static gw_req_t *req_new(gw_t *gw, bus_http_req_t *http) {
 }
 
 void gw_req_release(gw_req_t *r) {
-    if (pool_size >= POOL_MAX) {
+    gw_t *gw = r->gw;
+    if (gw->req_pool_size >= POOL_MAX) {
         free(r);
         return;
     }
-    r->free_next = pool;
-    pool = r;
-    pool_size++;
+    r->free_next = gw->req_pool;
+    gw->req_pool = r;
+    gw->req_pool_size++;
 }
 
-void gw_req_pool_free(void) {
-    while (pool) {
-        gw_req_t *n = pool->free_next;
-        free(pool);
-        pool = n;
+void gw_req_pool_free(gw_t *gw) {
+    while (gw->req_pool) {
+        gw_req_t *n = gw->req_pool->free_next;
+        free(gw->req_pool);
+        gw->req_pool = n;
     }
-    pool_size = 0;
+    gw->req_pool_size = 0;
 }
 
 /* ---- dispatch ---- */
