@@ -72,19 +72,25 @@ static const param_t *param_named(const char *name, size_t n) {
 static char *param_field(gw_req_t *r, const param_t *p) { return (char *)r + p->offset; }
 
 /* 1 when path matches pattern and every parameter is valid; the parameters
- * are then in r. On no match, r's parameters are left empty. */
+ * are then in r. On no match, r's parameters are left empty. Literal runs
+ * are compared whole (strncmp), not a character at a time: this runs for
+ * every row before the one that matches. */
 static int match(const char *pattern, const char *path, gw_req_t *r) {
     const char *p = pattern, *s = path;
     int wrote = 0; /* a parameter was copied into r */
-    while (*p) {
-        if (*p != '{') {
-            if (*p++ != *s++) goto no;
-            continue;
+    for (;;) {
+        const char *brace = strchrnul(p, '{');
+        size_t lit = (size_t)(brace - p);
+        if (strncmp(p, s, lit) != 0) goto no;
+        s += lit;
+        if (!*brace) {
+            if (*s == '\0') return 1;
+            goto no;
         }
-        const char *close = strchr(p, '}');
-        const param_t *param = close ? param_named(p + 1, (size_t)(close - p - 1)) : NULL;
+        const char *close = strchr(brace, '}');
+        const param_t *param = close ? param_named(brace + 1, (size_t)(close - brace - 1)) : NULL;
         if (!param) goto no; /* a typo in the table: the row never matches */
-        size_t n = strcspn(s, "/");
+        size_t n = (size_t)(strchrnul(s, '/') - s);
         if (n == 0 || n >= param->cap) goto no;
         char *field = param_field(r, param);
         wrote = 1;
@@ -94,28 +100,35 @@ static int match(const char *pattern, const char *path, gw_req_t *r) {
         s += n;
         p = close + 1;
     }
-    if (*s == '\0') return 1;
 no:
     if (wrote)
         for (size_t i = 0; i < NPARAMS; i++) param_field(r, &params[i])[0] = '\0';
     return 0;
 }
 
+/* Appends s[0..n) to out (length *len, capacity cap), cut to fit. */
+static void append(char *out, size_t *len, size_t cap, const char *s, size_t n) {
+    if (n > cap - 1 - *len) n = cap - 1 - *len;
+    memcpy(out + *len, s, n);
+    *len += n;
+}
+
 /* The row's scope with its {parameters} filled from r, into out. */
 static void fill_scope(const char *scope, gw_req_t *r, char *out, size_t cap) {
     size_t n = 0;
-    while (*scope && n + 1 < cap) {
-        const char *close = *scope == '{' ? strchr(scope, '}') : NULL;
-        const param_t *param = close ? param_named(scope + 1, (size_t)(close - scope - 1)) : NULL;
-        if (!param) {
-            out[n++] = *scope++;
+    for (;;) {
+        const char *brace = strchrnul(scope, '{');
+        append(out, &n, cap, scope, (size_t)(brace - scope));
+        if (!*brace) break;
+        const char *close = strchr(brace, '}');
+        const param_t *param = close ? param_named(brace + 1, (size_t)(close - brace - 1)) : NULL;
+        if (!param) { /* not a parameter: a literal '{' */
+            append(out, &n, cap, brace, 1);
+            scope = brace + 1;
             continue;
         }
         const char *v = param_field(r, param);
-        size_t len = strlen(v);
-        if (len > cap - 1 - n) len = cap - 1 - n;
-        memcpy(out + n, v, len);
-        n += len;
+        append(out, &n, cap, v, strlen(v));
         scope = close + 1;
     }
     out[n] = '\0';
