@@ -1237,7 +1237,7 @@ int bus_conn_declare_exchange(bus_conn_t *c, const char *name, const char *type)
 int bus_conn_declare_queue(bus_conn_t *c, const char *name, const bus_queue_options_t *o) {
     if (!c->amqp) return BUS_EUNAVAILABLE;
     if (out_flush(c) != 0) return BUS_EUNAVAILABLE;
-    amqp_table_entry_t entries[6];
+    amqp_table_entry_t entries[8];
     int n = 0;
     if (o->queue_type && strcmp(o->queue_type, "classic") != 0) {
         entries[n].key = amqp_cstring_bytes("x-queue-type");
@@ -1268,6 +1268,16 @@ int bus_conn_declare_queue(bus_conn_t *c, const char *name, const bus_queue_opti
         entries[n].key = amqp_cstring_bytes("x-max-length-bytes");
         entries[n].value.kind = AMQP_FIELD_KIND_I64;
         entries[n++].value.value.i64 = o->max_length_bytes;
+    }
+    if (o->max_length > 0) {
+        entries[n].key = amqp_cstring_bytes("x-max-length");
+        entries[n].value.kind = AMQP_FIELD_KIND_I64;
+        entries[n++].value.value.i64 = o->max_length;
+    }
+    if (o->overflow) {
+        entries[n].key = amqp_cstring_bytes("x-overflow");
+        entries[n].value.kind = AMQP_FIELD_KIND_UTF8;
+        entries[n++].value.value.bytes = amqp_cstring_bytes(o->overflow);
     }
     amqp_table_t args = {n, entries};
     amqp_queue_declare(c->amqp, CH, amqp_cstring_bytes(name), 0, o->durable, o->exclusive, o->auto_delete, args);
