@@ -32,8 +32,8 @@ port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 pid_runs() {
     local pid=$1 cmd want
     shift
-    [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
-    cmd=$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null) || return 1
+    [ -n "$pid" ] || return 1
+    { cmd=$(tr '\0' ' ' < "/proc/$pid/cmdline"); } 2>/dev/null || return 1
     for want in "$@"; do [[ "$cmd" == *"$want"* ]] || return 1; done
 }
 
@@ -49,8 +49,11 @@ rabbit_env() {
     export RABBITMQ_ENABLED_PLUGINS_FILE="$dir/rabbitmq/enabled_plugins"
     export RABBITMQ_PID_FILE="$dir/rabbitmq/rabbitmq.pid"
     export ERL_EPMD_ADDRESS=127.0.0.1
-    # the node and rabbitmqctl find each other through our own epmd
+    # the node and rabbitmqctl find each other through our own epmd, and no
+    # Erlang program started from here starts an epmd of its own (rabbitmqctl
+    # would, as a daemon nobody stops, when ours is not running)
     export ERL_EPMD_PORT="$epmd_port"
+    export ERL_FLAGS="-start_epmd false"
     # This broker shares its cores with the platform's own processes (and with
     # wrk in `make bench`): Erlang's default binds each scheduler thread to one
     # core, so a scheduler whose core is busy waits even when the other core
@@ -149,7 +152,9 @@ beam_pids() {
 
 stop_rabbit() {
     rabbit_env
-    /usr/lib/rabbitmq/bin/rabbitmqctl -q -n "$node" stop >/dev/null 2>&1 || true
+    if [ -n "$(beam_pids)" ]; then
+        /usr/lib/rabbitmq/bin/rabbitmqctl -q -n "$node" stop >/dev/null 2>&1 || true
+    fi
     for _ in $(seq 1 40); do [ -z "$(beam_pids)" ] && break; sleep 0.25; done
     local pids; pids=$(beam_pids)
     [ -n "$pids" ] && kill -9 $pids 2>/dev/null || true
