@@ -179,15 +179,16 @@ static void test_servers_sh_stops_only_its_own(void) {
     wait_port(redis_port, 0, 5000);
     check_default_epmd();
     CHECK(alive(beam));
-    /* stop again, with nothing of its own left: touches nothing, and leaves
-     * no epmd behind either (rabbitmqctl would start one as a daemon) */
+    /* stop again, with nothing of its own left and no beam.smp on the
+     * machine this time (where one exists, "stop epmd when no Erlang node is
+     * left" would not show): touches nothing, and leaves no epmd behind
+     * either (rabbitmqctl would start one as a daemon) */
+    bt_kill(beam, SIGKILL);
     CHECK_INT(servers("stop", dir), 0);
     usleep(500000);
     CHECK(!port_answers(epmd_port));
     check_default_epmd();
-    CHECK(alive(beam));
     cleanup_dir[0] = 0;
-    bt_kill(beam, SIGKILL);
     if (default_epmd) bt_kill(default_epmd, SIGKILL);
 }
 
