@@ -179,7 +179,7 @@ kill_rabbit() {  # the broker dies at once, as on a crash (chaos tests)
 
 start_redis() {
     mkdir -p "$dir/redis"
-    if pid_runs "$(cat "$dir/redis/redis.pid" 2>/dev/null)" redis-server ":$redis_port"; then
+    if pid_runs "$(cat "$dir/redis/redis.pid" 2>/dev/null)" redis-server "127.0.0.1:$redis_port "; then
         echo "redis already running"; return 0
     fi
     if port_busy "$redis_port"; then
@@ -202,7 +202,7 @@ start_redis() {
 stop_redis() {
     local pid
     pid=$(cat "$dir/redis/redis.pid" 2>/dev/null) || pid=
-    if pid_runs "$pid" redis-server ":$redis_port"; then
+    if pid_runs "$pid" redis-server "127.0.0.1:$redis_port "; then
         kill -TERM "$pid" 2>/dev/null || true
         for _ in $(seq 1 50); do pid_runs "$pid" redis-server || break; sleep 0.1; done
     fi
