@@ -1249,7 +1249,7 @@ int bus_conn_declare_queue_named(bus_conn_t *c, const char *name, const bus_queu
                                  size_t name_len) {
     if (!c->amqp) return BUS_EUNAVAILABLE;
     if (out_flush(c) != 0) return BUS_EUNAVAILABLE;
-    amqp_table_entry_t entries[6];
+    amqp_table_entry_t entries[8];
     int n = 0;
     if (o->queue_type && strcmp(o->queue_type, "classic") != 0) {
         entries[n].key = amqp_cstring_bytes("x-queue-type");
@@ -1280,6 +1280,16 @@ int bus_conn_declare_queue_named(bus_conn_t *c, const char *name, const bus_queu
         entries[n].key = amqp_cstring_bytes("x-max-length-bytes");
         entries[n].value.kind = AMQP_FIELD_KIND_I64;
         entries[n++].value.value.i64 = o->max_length_bytes;
+    }
+    if (o->max_length > 0) {
+        entries[n].key = amqp_cstring_bytes("x-max-length");
+        entries[n].value.kind = AMQP_FIELD_KIND_I64;
+        entries[n++].value.value.i64 = o->max_length;
+    }
+    if (o->overflow) {
+        entries[n].key = amqp_cstring_bytes("x-overflow");
+        entries[n].value.kind = AMQP_FIELD_KIND_UTF8;
+        entries[n++].value.value.bytes = amqp_cstring_bytes(o->overflow);
     }
     amqp_table_t args = {n, entries};
     amqp_queue_declare_ok_t *ok =

@@ -813,10 +813,7 @@ static int broker_ctl(const char *args) {
 static void clear_memory_alarm(void) { broker_ctl("set_vm_memory_high_watermark 0.3"); } /* servers.sh's value */
 
 static void test_broker_blocked(void) {
-    if (!getenv("BUS_LOCAL_DIR")) {
-        printf("SKIP broker_blocked: BUS_LOCAL_DIR not set (no private broker to put under an alarm)\n");
-        return;
-    }
+    if (!getenv("BUS_LOCAL_DIR")) SKIP("BUS_LOCAL_DIR is not set (no private broker to put under an alarm)");
     setup_files();
     pid_t w = start_worker();
     const int P = 26719;

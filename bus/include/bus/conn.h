@@ -153,6 +153,9 @@ typedef struct bus_queue_options {
     const char *dead_letter_key;     /* x-dead-letter-routing-key */
     const char *max_age;             /* streams: x-max-age, e.g. "7D" */
     int64_t max_length_bytes;        /* x-max-length-bytes */
+    int64_t max_length;              /* x-max-length (messages) */
+    const char *overflow;            /* x-overflow: "drop-head" (the broker's default), "reject-publish" (a
+                                        publish to a full queue is nacked: BUS_EUNAVAILABLE), "reject-publish-dlx" */
 } bus_queue_options_t;
 int bus_conn_declare_queue(bus_conn_t *conn, const char *name, const bus_queue_options_t *opts);
 /* The same, writing the queue's name into name_out: the broker's choice
