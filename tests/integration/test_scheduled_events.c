@@ -531,4 +531,233 @@ static void test_fire_on_time(void) {
     bt_client_close(&c);
 }
 
-BUS_TESTS({"methods_and_permissions", test_methods_and_permissions, 60}, {"fire_on_time", test_fire_on_time, 40})
+/* Every process is SIGKILLed with items due, and restarted later: items
+ * later than the window (5 s here) are recorded missed, the others sent
+ * late saying how late, and nothing is sent twice. */
+static void test_restart_late_and_missed(void) {
+    bt_client_t c;
+    dbs("restart");
+    setup(&c);
+    pid_t w[2];
+    for (int i = 0; i < 2; i++) w[i] = start_events("restart", i, "BUS_EVENTS_LATE_WINDOW_S=5", NULL);
+    CHECK(bt_wait_ping("events", 15000) == 0);
+    int64_t t0 = wall_ms();
+    char at_a[40], at_b[40];
+    fmt_time(t0 + 3000, at_a, sizeof at_a);
+    fmt_time(t0 + 9000, at_b, sizeof at_b);
+    char a[40], b[40];
+    snprintf(a, sizeof a, "%s", create_ev(&c, "{\"actor\":\"" MOD "\",\"state\":8,\"kind\":\"foundry_battle\",\"starts_at\":\"%s\",\"duration_min\":0,\"reminders\":[0]}", at_a));
+    snprintf(b, sizeof b, "%s", create_ev(&c, "{\"actor\":\"" MOD "\",\"state\":8,\"kind\":\"canyon_clash\",\"starts_at\":\"%s\",\"duration_min\":0,\"reminders\":[0]}", at_b));
+    for (int i = 0; i < 2; i++) bt_kill(w[i], SIGKILL);
+    CHECK(wall_ms() < t0 + 2500); /* killed before anything was due */
+    while (wall_ms() < t0 + 10500) usleep(50 * 1000);
+    for (int i = 0; i < 2; i++) w[i] = start_events("restart", 10 + i, "BUS_EVENTS_LATE_WINDOW_S=5", NULL);
+    wait_count(&c, "event.reminder.missed", a, 2, 15000);
+    wait_count(&c, "event.started", b, 1, 15000);
+    settle(&c, 2000);
+    CHECK_INT(count_of("event.reminder", a), 0);
+    CHECK_INT(count_of("event.started", a), 0);
+    CHECK_INT(count_of("event.reminder", b), 1);
+    CHECK_INT(count_of("event.reminder.missed", b), 0);
+    CHECK_INT(nseen, 4);
+    for (int i = 0; i < nseen; i++) {
+        int late = (int)dnum(seen[i].data, "late_ms");
+        printf("    %-22s %s late_ms %d\n", seen[i].type, dstr(seen[i].data, "what") ? dstr(seen[i].data, "what") : "", late);
+        if (strcmp(seen[i].type, "event.reminder.missed") == 0) {
+            CHECK(late > 5000);
+            CHECK_INT(dnum(seen[i].data, "window_s"), 5);
+        } else {
+            CHECK(late >= 1000 && late <= 5000);
+        }
+    }
+    const seen_t *m = find_seen("event.reminder.missed", a);
+    CHECK(strcmp(dstr(m->data, "what"), "reminder") == 0 || strcmp(dstr(m->data, "what"), "started") == 0);
+    CHECK_INT(items_in_store(&c, NULL), 0);
+    for (int i = 0; i < 2; i++) kill(w[i], SIGTERM);
+    for (int i = 0; i < 2; i++) CHECK_INT(bt_wait_exit(w[i], 10000), 0);
+    bt_client_close(&c);
+}
+
+/* ---- the crash between commit and publish ------------------------------------------ */
+
+typedef struct {
+    int done, status;
+} st_t;
+static void on_doc(int status, const cJSON *doc, void *data) {
+    (void)doc;
+    ((st_t *)data)->status = status;
+    ((st_t *)data)->done = 1;
+}
+static void on_st(int status, void *data) {
+    ((st_t *)data)->status = status;
+    ((st_t *)data)->done = 1;
+}
+
+/* What a process leaves behind when it dies after committing a firing and
+ * before publishing it: the item marked fired and still claimed (its lease
+ * ended), the marker holding the event with its id. A new process must
+ * publish exactly that event, with that id, once, and delete the item. */
+static void test_crash_after_commit_same_id(void) {
+    bt_client_t c;
+    dbs("crash");
+    setup(&c);
+    bus_store_t *s = NULL;
+    char url[600], err[256];
+    snprintf(url, sizeof url, "sqlite:%s", db_events);
+    CHECK_INT(bus_store_open(&c.loop, url, &s, err, sizeof err), 0);
+    static const char *const e_idx[] = {"scope,start_ms", "alliance", "created_by", "updated_by", NULL};
+    static const char *const i_idx[] = {"due_at", "event", NULL};
+    CHECK_INT(bus_store_declare(s, "game_events", e_idx, NULL, err, sizeof err), 0);
+    CHECK_INT(bus_store_declare(s, "reminders", i_idx, NULL, err, sizeof err), 0);
+    const char *ev = "6f1c1b0e-6c1a-4a53-9a55-1b7f6c0a1e01";
+    int64_t now = wall_ms(), start = now - 1500;
+    char ts[40], item_id[200], eid[37];
+    fmt_time(start, ts, sizeof ts);
+    cJSON *e = cJSON_Parse("{\"scope\":\"state:9\",\"alliance\":null,\"state\":9,\"kind\":\"svs\",\"name\":\"SvS\","
+                           "\"anchor_day\":1,\"duration_min\":360,\"recurrence\":\"none\",\"reminders\":[0],"
+                           "\"language\":\"en\",\"channel_hint\":null,\"enabled\":true,\"gen\":1,\"occurrence\":1}");
+    cJSON_AddNumberToObject(e, "start_ms", (double)start);
+    st_t k = {0};
+    CHECK_INT(bus_store_insert(s, "game_events", ev, e, on_doc, &k), 0);
+    bt_run_until(&c, &k.done, 5000);
+    CHECK_INT(k.status, 0);
+    cJSON_Delete(e);
+    snprintf(item_id, sizeof item_id, "%s.1.%lld.r0", ev, (long long)start);
+    cJSON *it = cJSON_CreateObject();
+    cJSON_AddStringToObject(it, "event", ev);
+    cJSON_AddNumberToObject(it, "gen", 1);
+    cJSON_AddStringToObject(it, "what", "reminder");
+    cJSON_AddNumberToObject(it, "offset_min", 0);
+    cJSON_AddNumberToObject(it, "occ_ms", (double)start);
+    cJSON_AddNumberToObject(it, "at", (double)start);
+    cJSON_AddNumberToObject(it, "due_at", (double)(now - 100)); /* the dead claimer's lease ended */
+    cJSON_AddStringToObject(it, "claimed_by", "events-dead-process");
+    cJSON_AddBoolToObject(it, "fired", 1);
+    k.done = 0;
+    CHECK_INT(bus_store_insert(s, "reminders", item_id, it, on_doc, &k), 0);
+    bt_run_until(&c, &k.done, 5000);
+    CHECK_INT(k.status, 0);
+    cJSON_Delete(it);
+    /* the outbox the dead process committed */
+    bus_uuid(eid);
+    cJSON *data = cJSON_CreateObject();
+    cJSON_AddStringToObject(data, "event", ev);
+    cJSON_AddNullToObject(data, "alliance");
+    cJSON_AddNumberToObject(data, "state", 9);
+    cJSON_AddStringToObject(data, "kind", "svs");
+    cJSON_AddStringToObject(data, "name", "SvS");
+    cJSON_AddStringToObject(data, "starts_at", ts);
+    cJSON_AddStringToObject(data, "ends_at", ts);
+    cJSON_AddStringToObject(data, "language", "en");
+    cJSON_AddNullToObject(data, "channel_hint");
+    cJSON_AddStringToObject(data, "due_at", ts);
+    cJSON_AddNumberToObject(data, "late_ms", 3);
+    cJSON_AddNumberToObject(data, "minutes_left", 0);
+    bus_envelope_t env = {0};
+    CHECK_INT(bus_envelope_init(&env, "event.reminder", "bus-events", ev, item_id, data), 0);
+    free(env.id);
+    env.id = strdup(eid);
+    size_t len;
+    char *body = bus_envelope_serialize(&env, &len);
+    cJSON *outbox = cJSON_CreateObject(), *evs = cJSON_AddArrayToObject(outbox, "events"), *one = cJSON_CreateObject();
+    cJSON_AddStringToObject(one, "type", "event.reminder");
+    cJSON_AddStringToObject(one, "id", eid);
+    cJSON_AddStringToObject(one, "body", body);
+    cJSON_AddItemToArray(evs, one);
+    free(body);
+    bus_envelope_clear(&env);
+    k.done = 0;
+    CHECK_INT(bus_store_processed_put(s, "events.fire", item_id, outbox, on_st, &k), 0);
+    bt_run_until(&c, &k.done, 5000);
+    CHECK_INT(k.status, 0);
+    cJSON_Delete(outbox);
+    int closed = 0;
+    bus_store_close(s, on_store_closed, &closed);
+    bt_run_until(&c, &closed, 5000);
+
+    pid_t w = start_events("crash", 0, NULL, NULL);
+    wait_count(&c, "event.reminder", ev, 1, 15000);
+    settle(&c, 1500);
+    CHECK_INT(nseen, 1);
+    CHECK_STR(seen[0].id, eid); /* the id chosen before the crash */
+    CHECK_STR(seen[0].corr, item_id);
+    CHECK_INT(dnum(seen[0].data, "late_ms"), 3);
+    CHECK_INT(items_in_store(&c, NULL), 0);
+    kill(w, SIGTERM);
+    CHECK_INT(bt_wait_exit(w, 10000), 0);
+    bt_client_close(&c);
+}
+
+/* ---- clean-ups ---------------------------------------------------------------------- */
+
+static void publish_event(bt_client_t *c, const char *type, const char *json) {
+    bus_envelope_t env = {0};
+    CHECK_INT(bus_envelope_init(&env, type, "test", NULL, NULL, cJSON_Parse(json)), 0);
+    size_t len;
+    char *body = bus_envelope_serialize(&env, &len);
+    CHECK_INT(bus_event_publish_body(c->conn, type, env.id, NULL, body, len, NULL, NULL), 0);
+    free(body);
+    bus_envelope_clear(&env);
+}
+
+static int list_size(bt_client_t *c, const char *alliance) {
+    cJSON *r = callf(c, "events", "list", "{\"alliance\":\"%s\"}", alliance);
+    int n = cJSON_GetArraySize(cJSON_GetObjectItem(ok_data(r), "events"));
+    cJSON_Delete(r);
+    return n;
+}
+
+static void test_cleanups(void) {
+    bt_client_t c;
+    dbs("cleanup");
+    setup(&c);
+    pid_t w = start_events("cleanup", 0, NULL, NULL);
+    CHECK(bt_wait_ping("events", 15000) == 0);
+    const char *x = "7a0c9a3e-1111-4b2a-8c3d-000000000001", *y = "7a0c9a3e-1111-4b2a-8c3d-000000000002";
+    char start[40];
+    fmt_time(wall_ms() + 2 * 3600 * 1000, start, sizeof start);
+    char ex[3][40];
+    for (int i = 0; i < 3; i++)
+        snprintf(ex[i], 40, "%s", create_ev(&c, "{\"actor\":\"%s\",\"alliance\":\"%s\",\"kind\":\"bear_trap\",\"starts_at\":\"%s\"}",
+                                         i == 0 ? "telegram:901" : MOD, i < 2 ? x : y, start));
+    CHECK_INT(list_size(&c, x), 2);
+    CHECK_INT(items_in_store(&c, ex[0]), 6);
+    /* twice: the second finds nothing left to do */
+    for (int i = 0; i < 2; i++)
+        publish_event(&c, "alliance.dissolved",
+                      "{\"alliance\":\"7a0c9a3e-1111-4b2a-8c3d-000000000001\",\"name\":\"Frost\",\"state\":245,"
+                      "\"actor\":null,\"reason\":\"empty\",\"members\":[\"discord:10\"]}");
+    double end = bt_now_ms() + 10000;
+    while (list_size(&c, x) > 0 && bt_now_ms() < end) settle(&c, 100);
+    CHECK_INT(list_size(&c, x), 0);
+    CHECK_INT(items_in_store(&c, ex[0]), 0);
+    CHECK_INT(items_in_store(&c, ex[1]), 0);
+    CHECK_INT(list_size(&c, y), 1);
+    CHECK_INT(items_in_store(&c, ex[2]), 6);
+    /* the user who created Y's event (a moderator) asks to be forgotten */
+    char ey[40];
+    snprintf(ey, sizeof ey, "%s", create_ev(&c, "{\"actor\":\"telegram:901\",\"alliance\":\"%s\",\"kind\":\"svs\",\"starts_at\":\"%s\"}", y, start));
+    publish_event(&c, "user.forgotten", "{\"user\":\"telegram:901\"}");
+    end = bt_now_ms() + 10000;
+    for (;;) {
+        cJSON *r = callf(&c, "events", "get", "{\"id\":\"%s\"}", ey);
+        int gone = cJSON_IsNull(cJSON_GetObjectItem(ok_data(r), "created_by"));
+        cJSON_Delete(r);
+        if (gone || bt_now_ms() > end) break;
+        settle(&c, 100);
+    }
+    cJSON *r = callf(&c, "events", "get", "{\"id\":\"%s\"}", ey);
+    CHECK(cJSON_IsNull(cJSON_GetObjectItem(ok_data(r), "created_by")));
+    CHECK_STR(dstr(ok_data(r), "kind"), "svs"); /* the event stays: it is the alliance's */
+    cJSON_Delete(r);
+    r = callf(&c, "events", "get", "{\"id\":\"%s\"}", ex[2]);
+    CHECK_STR(dstr(ok_data(r), "created_by"), MOD);
+    cJSON_Delete(r);
+    kill(w, SIGTERM);
+    CHECK_INT(bt_wait_exit(w, 10000), 0);
+    bt_client_close(&c);
+}
+
+BUS_TESTS({"methods_and_permissions", test_methods_and_permissions, 60}, {"fire_on_time", test_fire_on_time, 40},
+          {"restart_late_and_missed", test_restart_late_and_missed, 60},
+          {"crash_after_commit_same_id", test_crash_after_commit_same_id, 40}, {"cleanups", test_cleanups, 40})
