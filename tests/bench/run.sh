@@ -16,6 +16,7 @@
 #   3. Schema validation              (bench_schema)
 #   4. Store                          (bench_store)
 #   5. Contention                     (bench_joins against 1-3 bus-alliances processes)
+#   6. Scheduled events               (bench_events against 3 bus-events processes)
 set -uo pipefail
 
 cd "$(dirname "$0")/../.." || exit 1
@@ -449,6 +450,39 @@ if [ -x "$BUILD/bus-alliances" ] && [ -x "$BENCH_BIN/bench_joins" ]; then
                 "$(kv "$line" p99_ms)" "$(kv "$line" refused)" "$(kv "$line" errors)"
         done
         for i in "${!wraps[@]}"; do stop_bg "bus-alliances (joins)" "${wraps[$i]}" "${pids[$i]}"; done
+    done
+else
+    note "skipped (not built yet)"
+fi
+
+# ---------------------------------------------------------------- 6. scheduled events
+
+# events.create per second at 64 in flight, then the firing lateness of
+# as many reminders due within 10 s, 3 bus-events processes on one store
+# (workers/events/scheduler.c). 1k and 10k; 100k with BENCH_EVENTS_100K=1
+# (about 2 x 50,000 creates: minutes on a small machine).
+section "6. Scheduled events: creates/s and firing lateness, 3 bus-events processes"
+if [ -x "$BUILD/bus-events" ] && [ -x "$BENCH_BIN/bench_events" ]; then
+    printf '  %-9s | %10s | %9s %9s %9s | %s\n' reminders "creates/s" "late_p50" "late_p99" "late_max" "fired/missing/twice"
+    sizes="1000 10000"
+    [ "${BENCH_EVENTS_100K:-0}" = 1 ] && sizes="$sizes 100000"
+    for n in $sizes; do
+        rm -f "$SRV_DIR/bench-events-$n.db"*
+        pids=() wraps=()
+        for i in 1 2 3; do
+            start_bg "$LOGS/events_worker_${n}_$i.log" $((120 + n / 100)) \
+                env BUS_STORE="sqlite:$SRV_DIR/bench-events-$n.db" BUS_LOG_LEVEL=warn \
+                BUS_EVENTS_MODERATORS=discord:1 "$BUILD/bus-events"
+            wraps+=("$BG_WRAP") pids+=("$BG_PID")
+        done
+        for _ in $(seq 1 30); do [ "$(consumers_on rpc.events)" -ge 3 ] 2>/dev/null && break; sleep 0.5; done
+        if run_fg "bench_events ($n)" $((90 + n / 100)) "$LOGS/events_$n.out" \
+            "$BENCH_BIN/bench_events" --reminders "$n" --inflight 64 --spread-s 10; then :; fi
+        line=$(result_line "$LOGS/events_$n.out")
+        printf '  %-9s | %10s | %9s %9s %9s | %s/%s/%s\n' "$n" "$(kv "$line" create_rps)" "$(kv "$line" late_p50_ms)" \
+            "$(kv "$line" late_p99_ms)" "$(kv "$line" late_max_ms)" "$(kv "$line" fired)" "$(kv "$line" missing)" \
+            "$(kv "$line" twice)"
+        for i in "${!wraps[@]}"; do stop_bg "bus-events (bench)" "${wraps[$i]}" "${pids[$i]}"; done
     done
 else
     note "skipped (not built yet)"
