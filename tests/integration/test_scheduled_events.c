@@ -15,6 +15,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <curl/curl.h>
+
 #include "../support/support.h"
 #include "../test.h"
 #include "bus/envelope.h"
@@ -758,6 +760,102 @@ static void test_cleanups(void) {
     bt_client_close(&c);
 }
 
+/* ---- through the edge ----------------------------------------------------------------- */
+
+typedef struct {
+    char buf[16384];
+    size_t len;
+} http_body_t;
+
+static size_t on_http_body(char *p, size_t sz, size_t n, void *data) {
+    http_body_t *b = data;
+    size_t k = sz * n;
+    if (b->len + k < sizeof b->buf) {
+        memcpy(b->buf + b->len, p, k);
+        b->len += k;
+        b->buf[b->len] = '\0';
+    }
+    return k;
+}
+
+static long http(int port, const char *path, const char *body, http_body_t *out) {
+    CURL *h = curl_easy_init();
+    CHECK(h != NULL);
+    char url[256];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", port, path);
+    struct curl_slist *hd = curl_slist_append(NULL, "Content-Type: application/json");
+    memset(out, 0, sizeof *out);
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hd);
+    if (body) curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_http_body);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, out);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 10000L);
+    long status = 0;
+    if (curl_easy_perform(h) == CURLE_OK) curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    curl_slist_free_all(hd);
+    curl_easy_cleanup(h);
+    return status;
+}
+
+/* The methods answer on the HTTP edge (POST /api/v1/rpc/events/<method>)
+ * with the platform's status codes. */
+static void test_through_the_edge(void) {
+    char prog[600];
+    snprintf(prog, sizeof prog, "%s/bus-gateway", build());
+    if (access(prog, X_OK) != 0) {
+        fprintf(stderr, "  %s not built: skipped\n", prog);
+        return;
+    }
+    bt_client_t c;
+    dbs("edge");
+    setup(&c);
+    pid_t w = start_events("edge", 0, NULL, NULL);
+    CHECK(bt_wait_ping("events", 15000) == 0);
+    int port = 26000 + (int)(getpid() % 1000) + 800;
+    if (port > 27999) port -= 1000;
+    char addr[64], store[600], log[600], schemas[600];
+    snprintf(addr, sizeof addr, "BUS_HTTP_ADDR=127.0.0.1:%d", port);
+    snprintf(store, sizeof store, "BUS_STORE=sqlite:%s/sev-edge-gw.db", tmpdir());
+    snprintf(log, sizeof log, "%s/sev-edge-gw.log", tmpdir());
+    const char *sd = getenv("BUS_SCHEMAS_DIR");
+    snprintf(schemas, sizeof schemas, "BUS_SCHEMAS_DIR=%s", sd ? sd : "schemas");
+    const char *env[] = {addr, store, schemas, "BUS_RATE_LIMIT=0", "BUS_LOG_LEVEL=warn", NULL};
+    char *argv[] = {prog, NULL};
+    pid_t gw = bt_spawn_program(argv, env, log);
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    http_body_t b;
+    long st = 0;
+    for (int i = 0; i < 100 && !st; i++) { /* wait for the edge */
+        st = http(port, "/api/v1/health", NULL, &b);
+        if (!st) usleep(100000);
+    }
+    CHECK(st != 0);
+    char start[40], body[600];
+    fmt_time(wall_ms() + 3 * 3600 * 1000, start, sizeof start);
+    snprintf(body, sizeof body, "{\"actor\":\"" MOD "\",\"state\":3,\"kind\":\"svs\",\"starts_at\":\"%s\"}", start);
+    CHECK_INT(http(port, "/api/v1/rpc/events/create", body, &b), 200);
+    cJSON *r = cJSON_Parse(b.buf);
+    char id[40];
+    snprintf(id, sizeof id, "%s", dstr(ok_data(r), "id"));
+    cJSON_Delete(r);
+    snprintf(body, sizeof body, "{\"id\":\"%s\"}", id);
+    CHECK_INT(http(port, "/api/v1/rpc/events/get", body, &b), 200);
+    CHECK_CONTAINS(b.buf, "\"kind\":\"svs\"");
+    snprintf(body, sizeof body, "{\"actor\":\"discord:5\",\"state\":3,\"kind\":\"svs\",\"starts_at\":\"%s\"}", start);
+    CHECK_INT(http(port, "/api/v1/rpc/events/create", body, &b), 403);
+    CHECK_CONTAINS(b.buf, "rule:");
+    CHECK_INT(http(port, "/api/v1/rpc/events/upcoming", "{\"state\":3}", &b), 422);
+    CHECK_CONTAINS(b.buf, "within_h");
+    CHECK_INT(http(port, "/api/v1/rpc/events/get", "{\"id\":\"00000000-0000-4000-8000-000000000000\"}", &b), 404);
+    curl_global_cleanup();
+    bt_kill(gw, SIGTERM);
+    kill(w, SIGTERM);
+    CHECK_INT(bt_wait_exit(w, 10000), 0);
+    bt_client_close(&c);
+}
+
 BUS_TESTS({"methods_and_permissions", test_methods_and_permissions, 60}, {"fire_on_time", test_fire_on_time, 40},
           {"restart_late_and_missed", test_restart_late_and_missed, 60},
-          {"crash_after_commit_same_id", test_crash_after_commit_same_id, 40}, {"cleanups", test_cleanups, 40})
+          {"crash_after_commit_same_id", test_crash_after_commit_same_id, 40}, {"cleanups", test_cleanups, 40},
+          {"through_the_edge", test_through_the_edge, 40})
