@@ -266,7 +266,9 @@ static void test_many_due_three_processes_one_killed(void) {
         printf("    lateness (arrival - due): p50 %lld ms, p99 %lld ms, max %lld ms; %d later than 1 s (a fifth "
                "of them come due at one instant)\n",
                (long long)late[nlate / 2], (long long)late[nlate * 99 / 100], (long long)late[nlate - 1], over1s);
-    printf("    %d of the burst came after the 3 s lease (claimed by the killed process, fired by another)\n", after_lease);
+    printf("    %d of the burst arrived 3 s (the lease) or more late: those the killed process had claimed, and any "
+           "the survivors had not reached by then\n",
+           after_lease);
     CHECK_INT(distinct, n);
     CHECK_INT(second_id, 0);
     CHECK_INT(unknown, 0);

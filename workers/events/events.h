@@ -47,7 +47,7 @@ typedef struct ev_state {
     int64_t poll_ms;        /* BUS_EVENTS_POLL_MS */
     int fire_max;           /* BUS_EVENTS_FIRE_MAX: items being fired at once by this process */
     int64_t marker_ttl_ms;
-    uv_timer_t *prune_timer;
+    bus_worker_timer_t *prune_timer; /* hourly: forget markers older than BUS_MARKER_TTL_H */
 } ev_state_t;
 
 ev_state_t *ev_state(bus_worker_t *w);

@@ -72,15 +72,13 @@
 
 struct ev_sched {
     ev_state_t *st;
-    /* TODO(workerhooks): switch to bus_worker_timer_start/stop (bus/worker.h
-     * of the workerhooks branch) once it is in main: the SIGTERM drain then
-     * stops this timer by itself. Until then a plain libuv timer, unref'd
-     * so it never keeps the loop alive. */
-    uv_timer_t timer;
-    int timer_open;
-    int claims;    /* claims in flight */
+    /* the one timer: a worker timer (bus/worker.h), one-shot, held by us,
+     * replaced on every arm; the SIGTERM drain stops it, and no new round
+     * starts while draining (bus_worker_draining) */
+    bus_worker_timer_t *timer;
+    int claims;    /* claims in flight (each is in-flight work of the worker) */
     int firing;    /* items being fired (jobs) */
-    int peeking;   /* the next-due query in flight */
+    int peeking;   /* the next-due query in flight (in-flight work too) */
     int exhausted; /* the last claim found nothing due */
     int stopped;
     int64_t armed_for; /* wall ms the timer is set for; 0 = not armed */
@@ -88,24 +86,40 @@ struct ev_sched {
 };
 
 static void pump(ev_sched_t *s);
-static void on_timer(uv_timer_t *t);
+static void on_timer(bus_worker_timer_t *t, void *data);
 
+/* After fini, store callbacks may still come back (the drain's time ran
+ * out): the struct lives until the last of them. */
 static void sched_maybe_free(ev_sched_t *s) {
-    if (s->stopped && !s->timer_open && s->claims == 0 && !s->peeking && s->firing == 0) free(s);
+    if (s->stopped && s->claims == 0 && !s->peeking && s->firing == 0) free(s);
+}
+
+/* The end of a claim or a peek: in-flight work of the worker, unless the
+ * worker is gone (after fini). */
+static void work_end(ev_sched_t *s) {
+    if (!s->stopped) bus_worker_work_end(s->st->w);
+}
+
+static void disarm(ev_sched_t *s) {
+    if (s->timer) bus_worker_timer_stop(s->timer);
+    s->timer = NULL;
+    s->armed_for = 0;
 }
 
 static void arm(ev_sched_t *s, int64_t at_ms) {
-    if (s->stopped) return;
+    disarm(s);
+    if (s->stopped || bus_worker_draining(s->st->w)) return; /* no new round */
     int64_t now = ev_now_ms();
     if (at_ms > now + s->st->poll_ms) at_ms = now + s->st->poll_ms;
     if (at_ms < now) at_ms = now;
-    s->armed_for = at_ms;
-    uv_timer_start(&s->timer, on_timer, (uint64_t)(at_ms - now), 0);
+    if (bus_worker_timer_start(s->st->w, (uint64_t)(at_ms - now), 0, on_timer, s, &s->timer) == 0)
+        s->armed_for = at_ms;
 }
 
-static void on_timer(uv_timer_t *t) {
-    ev_sched_t *s = t->data;
-    s->armed_for = 0;
+static void on_timer(bus_worker_timer_t *t, void *data) {
+    ev_sched_t *s = data;
+    (void)t;
+    disarm(s); /* a one-shot timer: the next arm makes a new one */
     s->exhausted = 0;
     pump(s);
 }
@@ -114,6 +128,7 @@ static void on_peek(int status, const cJSON *docs, const char *next_cursor, void
     (void)next_cursor;
     ev_sched_t *s = data;
     s->peeking = 0;
+    work_end(s);
     if (s->stopped) {
         sched_maybe_free(s);
         return;
@@ -135,8 +150,10 @@ static void on_peek(int status, const cJSON *docs, const char *next_cursor, void
 static void peek_next(ev_sched_t *s) {
     bus_store_query_t q = {.where = NULL, .sort = "due_at", .limit = 1};
     s->peeking = 1;
+    bus_worker_work_begin(s->st->w);
     if (bus_store_find(s->st->store, EV_COLL_ITEMS, &q, on_peek, s) != 0) {
         s->peeking = 0;
+        bus_worker_work_end(s->st->w);
         arm(s, ev_now_ms() + 1000);
     }
 }
@@ -155,11 +172,12 @@ static void on_fired(int status, void *data) {
 static void on_claim(int status, const cJSON *doc, void *data) {
     ev_sched_t *s = data;
     s->claims--;
+    work_end(s);
     if (s->stopped) { /* the worker is gone: the item comes back when its lease ends */
         sched_maybe_free(s);
         return;
     }
-    if (status == 0 && doc) {
+    if (status == 0 && doc) { /* claimed: fired even while draining (the drain waits for it) */
         s->firing++;
         ev_fire(s->st, doc, on_fired, s);
     } else if (status == BUS_ENOT_FOUND) {
@@ -185,15 +203,19 @@ static int claim_one(ev_sched_t *s) {
     cJSON_AddNumberToObject(patch, "due_at", (double)(now + s->st->lease_ms));
     cJSON_AddStringToObject(patch, "claimed_by", s->instance);
     cJSON_AddNumberToObject(patch, "claimed_at", (double)now);
+    bus_worker_work_begin(s->st->w);
     int rc = bus_store_find_one_and_update(s->st->store, EV_COLL_ITEMS, where, "due_at", patch, on_claim, s);
     cJSON_Delete(where);
     cJSON_Delete(patch);
-    if (rc == 0) s->claims++;
+    if (rc == 0)
+        s->claims++;
+    else
+        bus_worker_work_end(s->st->w);
     return rc;
 }
 
 static void pump(ev_sched_t *s) {
-    if (s->stopped) return;
+    if (s->stopped || bus_worker_draining(s->st->w)) return; /* no new claims while draining */
     if (!bus_conn_is_up(bus_worker_conn(s->st->w))) { /* nothing could be published: look again soon */
         if (s->claims == 0 && !s->peeking) arm(s, ev_now_ms() + 200);
         return;
@@ -214,31 +236,26 @@ void ev_sched_hint(ev_state_t *st, int64_t due_ms) {
 }
 
 int ev_sched_start(ev_state_t *st, char *err, size_t errlen) {
-    (void)err;
-    (void)errlen;
     ev_sched_t *s = calloc(1, sizeof *s);
     if (!s) return BUS_EINTERNAL;
     s->st = st;
     snprintf(s->instance, sizeof s->instance, "%s", bus_worker_instance(st->w));
-    uv_timer_init(bus_worker_loop(st->w), &s->timer);
-    uv_unref((uv_handle_t *)&s->timer);
-    s->timer.data = s;
-    s->timer_open = 1;
     st->sched = s;
     arm(s, ev_now_ms() + 100); /* first look once connected */
+    if (!s->timer) {
+        st->sched = NULL;
+        free(s);
+        snprintf(err, errlen, "out of memory");
+        return BUS_EINTERNAL;
+    }
     return 0;
-}
-
-static void on_timer_closed(uv_handle_t *h) {
-    ev_sched_t *s = h->data;
-    s->timer_open = 0;
-    sched_maybe_free(s);
 }
 
 void ev_sched_stop(ev_state_t *st) {
     ev_sched_t *s = st->sched;
     if (!s) return;
     st->sched = NULL;
+    disarm(s);
     s->stopped = 1;
-    uv_close((uv_handle_t *)&s->timer, on_timer_closed);
+    sched_maybe_free(s);
 }
