@@ -179,9 +179,9 @@ static int by_i64(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-static void test_many_due_three_processes_one_killed(void) {
-    int n = env_int("EVENTS_CHAOS_N", 10000);
-    int spread_s = env_int("EVENTS_CHAOS_SPREAD_S", 30);
+/* sig: SIGKILL (the process dies with firings in flight) or SIGTERM (it
+ * drains: finishes what it claimed, claims nothing new, exits 0). */
+static void run_many_due(int n, int spread_s, int sig) {
     snprintf(db, sizeof db, "%s/events-chaos.db", tmpdir());
     char p[600];
     unlink(db);
@@ -218,10 +218,15 @@ static void test_many_due_three_processes_one_killed(void) {
     while (wall_ms() < deadline) {
         bt_run_until(&c, &flag, 50);
         if (!killed && wall_ms() >= kill_at) {
-            bt_kill(w[1], SIGKILL);
+            if (sig == SIGKILL) {
+                bt_kill(w[1], SIGKILL);
+            } else {
+                kill(w[1], SIGTERM);
+                CHECK_INT(bt_wait_exit(w[1], 15000), 0); /* drained and exited cleanly */
+            }
             killed = 1;
-            printf("    SIGKILLed one process at +%lld ms into the window (%d events seen so far)\n",
-                   (long long)(wall_ms() - first_at), ngot);
+            printf("    %s one process at +%lld ms into the window (%d events seen so far)\n",
+                   sig == SIGKILL ? "SIGKILLed" : "SIGTERMed (drained, exit 0)", (long long)(wall_ms() - first_at), ngot);
         }
         if (killed && ngot >= n) {
             /* count distinct items so far */
@@ -312,4 +317,13 @@ static int64_t items_left(bt_client_t *c) {
     return k.count;
 }
 
-BUS_TESTS({"many_due_three_processes_one_killed", test_many_due_three_processes_one_killed, 150})
+static void test_many_due_three_processes_one_killed(void) {
+    run_many_due(env_int("EVENTS_CHAOS_N", 10000), env_int("EVENTS_CHAOS_SPREAD_S", 30), SIGKILL);
+}
+
+/* SIGTERM in the middle of a burst: the drain waits for what the process
+ * claimed, it starts no new round, and the others fire the rest. */
+static void test_sigterm_drains(void) { run_many_due(2000, 4, SIGTERM); }
+
+BUS_TESTS({"many_due_three_processes_one_killed", test_many_due_three_processes_one_killed, 150},
+          {"sigterm_drains", test_sigterm_drains, 60})
