@@ -38,7 +38,9 @@
  * in one window: from the moment the request leaves until the "sent" record
  * commits (the HTTP round trip plus one store write). If the process dies
  * (or is stopped) inside it, the lease runs out and the delivery is sent
- * again -- Discord and Telegram have no idempotency key to stop that.
+ * again -- Discord and Telegram have no idempotency key to stop that. A
+ * lost answer (time-out, connection cut after the service read the
+ * request) is the same window: not knowing, the slot retries.
  * Generic webhooks get X-Bus-Delivery, the same on every retry, to
  * deduplicate on their side. Nothing else duplicates: a delivery recorded
  * sent is never claimed again, and a redelivered event finds its
