@@ -307,7 +307,7 @@ pid_t bt_notify_worker(bt_notify_t *n, const char *name, int idx, int fresh, con
                            "BUS_NOTIFY_RETRY_BASE_MS=100",
                            "BUS_NOTIFY_RETRY_MAX_MS=1000",
                            "BUS_NOTIFY_MAX_ATTEMPTS=4",
-                           "BUS_NOTIFY_LEASE_MS=3000",
+                           "BUS_NOTIFY_LEASE_MS=8000",
                            "BUS_NOTIFY_HTTP_TIMEOUT_MS=1000",
                            "BUS_NOTIFY_POLL_MS=100",
                            "BUS_LOG_LEVEL=info",

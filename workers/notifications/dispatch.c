@@ -10,7 +10,10 @@
  * lease run out; the delivery is then due again and another slot takes it.
  * Every later write of the slot is conditional on the version its claim
  * produced, so a slot whose lease was taken over cannot overwrite the new
- * owner's outcome.
+ * owner's outcome. A slot sends only while its lease outlasts the send
+ * (BUS_NOTIFY_HTTP_TIMEOUT_MS) plus a quarter of the lease (at least 1 s)
+ * to record it; later, it puts
+ * the delivery back instead.
  *
  * Rate limits (limits.c). A destination over its limit puts the delivery
  * back, due when the window allows (no attempt counted).
@@ -83,6 +86,10 @@ struct nt_dispatcher {
 
 static void claim(slot_t *s);
 static void release(slot_t *s);
+
+/* Lease time kept for recording a send's outcome (see send_now): a quarter
+ * of the lease, at least a second. */
+static int64_t record_margin_ms(const nt_state_t *st) { return st->lease_ms / 4 > 1000 ? st->lease_ms / 4 : 1000; }
 
 /* ---- the end of a slot's round ------------------------------------------- */
 
@@ -333,6 +340,13 @@ static void on_sent(int status, const bus_http_response_t *r, void *data) {
 
 static void send_now(slot_t *s) {
     nt_state_t *st = s->d->st;
+    /* Send only while the claim's lease outlasts the send and its record:
+     * a slot slowed down past its lease (a loaded machine, a slow store)
+     * must not send what another slot may be sending already. */
+    if (nt_now_ms() + st->http_timeout_ms + record_margin_ms(st) > nt_int(s->delivery, "next_at")) {
+        put_back(s, 0);
+        return;
+    }
     const cJSON *data = cJSON_GetObjectItemCaseSensitive(s->event, "data");
     char event_id[128];
     snprintf(event_id, sizeof event_id, "%s", nt_str(s->delivery, "event_id"));

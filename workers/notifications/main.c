@@ -132,8 +132,8 @@ static int nt_init(bus_worker_t *w, char *err, size_t errlen) {
     if (rc == 0) rc = int_setting(w, "BUS_NOTIFY_RATE_MARGIN_PCT", 0, 100, &st->rate_margin_pct, err, errlen);
     if (rc == 0) rc = int_setting(w, "BUS_NOTIFY_HTTP_TIMEOUT_MS", 100, 600000, &st->http_timeout_ms, err, errlen);
     if (rc == 0) rc = int_setting(w, "BUS_MARKER_TTL_H", 1, 24 * 365, &ttl_h, err, errlen);
-    if (rc == 0 && st->lease_ms <= st->http_timeout_ms + 1000) {
-        snprintf(err, errlen, "BUS_NOTIFY_LEASE_MS (%d) must exceed BUS_NOTIFY_HTTP_TIMEOUT_MS (%d) by more than 1000",
+    if (rc == 0 && st->lease_ms < 2 * st->http_timeout_ms + 2000) {
+        snprintf(err, errlen, "BUS_NOTIFY_LEASE_MS (%d) must be at least 2 x BUS_NOTIFY_HTTP_TIMEOUT_MS (%d) + 2000",
                  st->lease_ms, st->http_timeout_ms);
         rc = BUS_EBAD_REQUEST;
     }
