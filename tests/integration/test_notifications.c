@@ -210,6 +210,13 @@ static int count_status(const char *sub, const char *status) {
     return n;
 }
 
+static int sent_for(const char *corr) {
+    cJSON *r = call("deliveries", "{\"correlation_id\":\"%s\",\"status\":\"sent\",\"limit\":100}", corr);
+    int n = cJSON_GetArraySize(cJSON_GetObjectItem(ok_data(r), "deliveries"));
+    cJSON_Delete(r);
+    return n;
+}
+
 static int file_contains(const char *path, const char *needle) {
     FILE *f = fopen(path, "rb");
     if (!f) return 0;
@@ -519,6 +526,36 @@ static void test_fanout_three_processes(void) {
     CHECK_INT(sending, 3);
 }
 
+/* SIGTERM in the middle of sends: the drain waits for the sends in flight
+ * and records them, so the next process sends the rest and nothing twice. */
+static void test_sigterm_drains_sends(void) {
+    setup("sigterm", 1, NULL);
+    for (int i = 0; i < 40; i++) {
+        char name[16], key[24];
+        snprintf(name, sizeof name, "term%02d", i);
+        snprintf(key, sizeof key, "wh:%s", name);
+        subscribe("\"" ALLIANCE_B "\"", webhook_dest(name), "[\"reminders\"]", "es");
+        bt_notify_rule(fk, key, 0, 0, 0, 400); /* slow: sends are in flight when the signal comes */
+    }
+    bt_notify_publish(C.conn, "event.reminder", NULL, "corr-term", reminder(ALLIANCE_B, 0, "Canyon", 30));
+    WAIT_FOR(bt_notify_http(fk) ? (int)bt_fake_http_held(bt_notify_http(fk)) : 0, 4, 10000);
+    CHECK(bt_fake_http_held(bt_notify_http(fk)) >= 4);
+    kill(pids[0], SIGTERM);
+    CHECK_INT(bt_wait_exit(pids[0], 15000), 0);
+    int at_exit = bt_notify_total(fk);
+    CHECK(at_exit < 40);
+    pids[0] = bt_notify_worker(fk, "sigterm", 1, 0, NULL);
+    WAIT_FOR(bt_notify_total(fk), 40, 20000);
+    WAIT_FOR(sent_for("corr-term"), 40, 20000); /* a send cut by the signal would be sent again after the lease */
+    CHECK_INT(sent_for("corr-term"), 40);
+    pump(500);
+    printf("  %d delivered before SIGTERM's drain ended, %d in all\n", at_exit, bt_notify_total(fk));
+    CHECK_INT(bt_notify_total(fk), 40);
+    CHECK_INT(bt_notify_keys_over(fk, 1), 0);
+    teardown();
+}
+
 BUS_TESTS({"subscriptions", test_subscriptions, 60}, {"reminder_rendered_once", test_reminder_rendered_once, 60},
           {"retries", test_retries, 60}, {"dead_and_disabled", test_dead_and_disabled, 60},
-          {"announce", test_announce, 60}, {"fanout_three_processes", test_fanout_three_processes, 120})
+          {"announce", test_announce, 60}, {"fanout_three_processes", test_fanout_three_processes, 120},
+          {"sigterm_drains_sends", test_sigterm_drains_sends, 60})

@@ -49,9 +49,10 @@
  * sent is never claimed again, and a redelivered event finds its
  * deliveries already there (fanout.c).
  *
- * The poll timer (a plain uv timer until the worker timers of
- * bus/worker.h land; see README "Notifications") looks for due deliveries
+ * The poll timer (a worker timer, bus/worker.h) looks for due deliveries
  * every BUS_NOTIFY_POLL_MS when idle; fanout.c wakes the slots at once.
+ * SIGTERM: the drain stops the timer, slots finish their round (each busy
+ * slot is in-flight work) and claim nothing more.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -77,7 +78,8 @@ struct nt_dispatcher {
     nt_state_t *st;
     slot_t *slots;
     int n;
-    uv_timer_t *poll; /* PLAIN UV TIMER: to become a worker timer (bus/worker.h) */
+    bus_worker_timer_t *poll; /* a worker timer: the SIGTERM drain stops it */
+    uint64_t last_tick;       /* loop time of its last tick */
     int stopping;
     /* the last event read: a fan-out sends one event to many subscriptions */
     char cached_id[128];
@@ -86,6 +88,21 @@ struct nt_dispatcher {
 
 static void claim(slot_t *s);
 static void release(slot_t *s);
+
+/* A busy slot is in-flight work of the worker (bus_worker_work_begin/end),
+ * so the SIGTERM drain waits for the round it is in: a send is not cut
+ * halfway (which would re-send it after the lease). */
+static void slot_idle(slot_t *s) {
+    if (!s->busy) return;
+    s->busy = 0;
+    bus_worker_work_end(s->d->st->w);
+}
+
+/* The drain stops the poll timer: a slot chains its next claim only while
+ * the timer ticks (a late tick only idles a slot until the next one). */
+static int draining(const nt_dispatcher_t *d) {
+    return uv_now(bus_worker_loop(d->st->w)) - d->last_tick > (uint64_t)(3 * d->st->poll_ms + 200);
+}
 
 /* Lease time kept for recording a send's outcome (see send_now): a quarter
  * of the lease, at least a second. */
@@ -104,8 +121,8 @@ static void slot_clear(slot_t *s) {
 /* The round is over: next claim (or idle when stopping). */
 static void release(slot_t *s) {
     slot_clear(s);
-    if (s->d->stopping) {
-        s->busy = 0;
+    if (s->d->stopping || draining(s->d)) {
+        slot_idle(s);
         return;
     }
     claim(s);
@@ -283,7 +300,7 @@ static void on_sent(int status, const bus_http_response_t *r, void *data) {
     nt_state_t *st = s->d->st;
     if (s->d->stopping) { /* the client is closing: the lease will hand it to another process */
         slot_clear(s);
-        s->busy = 0;
+        slot_idle(s);
         return;
     }
     int attempts = (int)nt_int(s->delivery, "attempts") + 1;
@@ -372,7 +389,7 @@ static void on_limit(int status, int64_t wait_ms, void *data) {
     slot_t *s = data;
     if (s->d->stopping) {
         slot_clear(s);
-        s->busy = 0;
+        slot_idle(s);
         return;
     }
     if (status != 0) { /* Redis is down: limits cannot be checked, so nothing is sent */
@@ -390,7 +407,7 @@ static void loaded(slot_t *s) {
     if (--s->loads > 0) return;
     if (s->d->stopping) {
         slot_clear(s);
-        s->busy = 0;
+        slot_idle(s);
         return;
     }
     if (s->load_error) {
@@ -439,7 +456,7 @@ static void on_claimed(int status, const cJSON *doc, void *data) {
     nt_dispatcher_t *d = s->d;
     if (status != 0 || d->stopping) {
         if (status != 0 && status != BUS_ENOT_FOUND) bus_warn(NULL, "claiming a delivery failed: %s", bus_strerror(status));
-        s->busy = 0; /* idle until woken or polled */
+        slot_idle(s); /* idle until woken or polled */
         return;
     }
     s->delivery = cJSON_Duplicate(doc, 1);
@@ -463,7 +480,10 @@ static void on_claimed(int status, const cJSON *doc, void *data) {
 static void claim(slot_t *s) {
     nt_state_t *st = s->d->st;
     int64_t now = nt_now_ms();
-    s->busy = 1;
+    if (!s->busy) {
+        s->busy = 1;
+        bus_worker_work_begin(st->w);
+    }
     cJSON *where = cJSON_CreateObject();
     cJSON_AddStringToObject(where, "status", "pending");
     cJSON_AddItemToObject(cJSON_AddObjectToObject(where, "next_at"), "$lte", cJSON_CreateNumber((double)now));
@@ -473,7 +493,7 @@ static void claim(slot_t *s) {
     int rc = bus_store_find_one_and_update(st->store, NT_COLL_DELIVERIES, where, "next_at", patch, on_claimed, s);
     cJSON_Delete(where);
     cJSON_Delete(patch);
-    if (rc != 0) s->busy = 0;
+    if (rc != 0) slot_idle(s);
 }
 
 /* ---- waking and polling -------------------------------------------------------------- */
@@ -485,8 +505,10 @@ void nt_dispatcher_wake(nt_state_t *st) {
         if (!d->slots[i].busy) claim(&d->slots[i]);
 }
 
-static void on_poll(uv_timer_t *t) {
-    nt_dispatcher_t *d = t->data;
+static void on_poll(bus_worker_timer_t *t, void *data) {
+    (void)t;
+    nt_dispatcher_t *d = data;
+    d->last_tick = uv_now(bus_worker_loop(d->st->w));
     if (d->stopping) return;
     for (int i = 0; i < d->n; i++) /* one idle slot looks; it wakes the others when it finds work */
         if (!d->slots[i].busy) {
@@ -501,18 +523,18 @@ int nt_dispatcher_start(nt_state_t *st) {
     d->st = st;
     d->n = st->concurrency;
     d->slots = calloc((size_t)d->n, sizeof *d->slots);
-    d->poll = malloc(sizeof *d->poll);
-    if (!d->slots || !d->poll) {
-        free(d->slots);
-        free(d->poll);
+    if (!d->slots) {
         free(d);
         return BUS_EINTERNAL;
     }
     for (int i = 0; i < d->n; i++) d->slots[i].d = d;
-    uv_timer_init(bus_worker_loop(st->w), d->poll);
-    d->poll->data = d;
-    uv_timer_start(d->poll, on_poll, (uint64_t)st->poll_ms, (uint64_t)st->poll_ms);
-    uv_unref((uv_handle_t *)d->poll);
+    d->last_tick = uv_now(bus_worker_loop(st->w));
+    int rc = bus_worker_timer_start(st->w, (uint64_t)st->poll_ms, (uint64_t)st->poll_ms, on_poll, d, &d->poll);
+    if (rc != 0) {
+        free(d->slots);
+        free(d);
+        return rc;
+    }
     st->dispatcher = d;
     return 0;
 }
@@ -523,8 +545,8 @@ void nt_dispatcher_stop(nt_state_t *st) {
     nt_dispatcher_t *d = st->dispatcher;
     if (!d) return;
     d->stopping = 1;
-    uv_timer_stop(d->poll);
-    uv_close((uv_handle_t *)d->poll, (uv_close_cb)free);
+    bus_worker_timer_stop(d->poll);
+    d->poll = NULL;
 }
 
 /* After every callback ran (main.c frees the state once the store, Redis

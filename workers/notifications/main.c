@@ -108,8 +108,7 @@ static void free_state(nt_state_t *st) {
     free(st);
 }
 
-static void on_prune_timer(uv_timer_t *t);
-static uv_timer_t *prune_timer;
+static void on_prune_timer(bus_worker_timer_t *t, void *data);
 static int64_t marker_ttl_ms;
 
 static int nt_init(bus_worker_t *w, char *err, size_t errlen) {
@@ -167,13 +166,7 @@ static int nt_init(bus_worker_t *w, char *err, size_t errlen) {
         free_state(st);
         return rc;
     }
-    prune_timer = malloc(sizeof *prune_timer);
-    if (prune_timer) {
-        uv_timer_init(bus_worker_loop(w), prune_timer);
-        prune_timer->data = st;
-        uv_timer_start(prune_timer, on_prune_timer, 60 * 1000, 3600 * 1000);
-        uv_unref((uv_handle_t *)prune_timer);
-    }
+    bus_worker_timer_start(w, 60 * 1000, 3600 * 1000, on_prune_timer, st, NULL); /* owned by the worker */
     bus_worker_set_state(w, st);
     return 0;
 }
@@ -183,8 +176,9 @@ static void on_pruned(int status, int64_t count, void *data) {
     if (status == 0 && count > 0) bus_info(NULL, "forgot %lld old request markers", (long long)count);
 }
 
-static void on_prune_timer(uv_timer_t *t) {
-    nt_state_t *st = t->data;
+static void on_prune_timer(bus_worker_timer_t *t, void *data) {
+    (void)t;
+    nt_state_t *st = data;
     bus_store_processed_prune(st->store, marker_ttl_ms, on_pruned, NULL);
 }
 
@@ -201,7 +195,6 @@ static void on_closed(void *data) {
 static void nt_fini(bus_worker_t *w) {
     nt_state_t *st = bus_worker_state(w);
     if (!st) return;
-    if (prune_timer) uv_close((uv_handle_t *)prune_timer, (uv_close_cb)free);
     nt_dispatcher_stop(st);
     bus_op_engine_free(st->engine);
     bus_worker_set_state(w, NULL);
