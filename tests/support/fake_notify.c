@@ -120,6 +120,7 @@ static void handler(const bt_fake_request_t *req, bt_fake_reply_t *reply, void *
     e->hits++;
     int over = 0;
     if (kind == 1) over = arrive(e, now, 5, 2000);
+    if (kind == 3) arrive(e, now, 1 << 30, 1); /* no limit: only the time is kept */
     if (kind == 2) {
         over = arrive(e, now, 1, 1000);
         entry_t *b = entry(n, bot_key);
@@ -334,4 +335,17 @@ void bt_notify_publish(bus_conn_t *conn, const char *type, const char *id, const
     bus_event_publish_body(conn, type, env.id, corr, body, len, NULL, NULL);
     free(body);
     bus_envelope_clear(&env);
+}
+
+double bt_notify_last_gap_ms(bt_notify_t *n, const char *key) {
+    pthread_mutex_lock(&n->mu);
+    double v = -1;
+    for (int i = 0; i < n->ne; i++) {
+        entry_t *e = &n->e[i];
+        if (strcmp(e->key, key) != 0 || e->filled < 2) continue;
+        double last = e->times[(e->pos + RING - 1) % RING], prev = e->times[(e->pos + RING - 2) % RING];
+        v = last - prev;
+    }
+    pthread_mutex_unlock(&n->mu);
+    return v;
 }

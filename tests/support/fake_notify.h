@@ -63,6 +63,8 @@ int bt_notify_keys(bt_notify_t *n);
 int bt_notify_keys_over(bt_notify_t *n, int count);
 /* The last delivered body for key (malloc'd copy, caller frees), NULL when none. */
 char *bt_notify_last_body(bt_notify_t *n, const char *key);
+/* Milliseconds between the last two requests for key (by arrival); -1 with fewer. */
+double bt_notify_last_gap_ms(bt_notify_t *n, const char *key);
 /* Milliseconds (monotonic, bt_now_ms clock) of the last delivered message. */
 double bt_notify_last_ms(bt_notify_t *n);
 

@@ -30,7 +30,8 @@
  *   bot removed)                      subscription: BUS_NOTIFY_DISABLE_AFTER
  *                                     in a row disable it and publish
  *                                     subscription.disabled
- *   5xx, timeout, no connection       retried with backoff
+ *   5xx, timeout, no connection       retried with backoff (at least a
+ *                                     Retry-After the answer gives)
  *   any other 4xx                     dead at once (the request will not
  *                                     get better)
  * Backoff: BUS_NOTIFY_RETRY_BASE_MS x 2^(attempt-1), at most
@@ -348,8 +349,9 @@ static void on_sent(int status, const bus_http_response_t *r, void *data) {
     } else if (code == 401 || code == 403 || code == 404) {
         count_gone(st, nt_str(s->sub, "_id"), code);
         failed(s, attempts, code, why, 0);
-    } else if (code >= 500 || code == 408) {
-        failed(s, attempts, code, why, 0);
+    } else if (code >= 500 || code == 408) { /* a 503 may say when to come back */
+        int64_t wait = retry_after_ms(r);
+        failed(s, attempts, code, why, wait > 0 ? wait : 0);
     } else {
         dead(s, attempts, why);
     }
