@@ -17,6 +17,7 @@
 #   4. Store                          (bench_store)
 #   5. Contention                     (bench_joins against 1-3 bus-alliances processes)
 #   6. Scheduled events               (bench_events against 3 bus-events processes)
+#   7. Notifications                  (bench_notifications against 1 and 3 bus-notifications processes)
 set -uo pipefail
 
 cd "$(dirname "$0")/../.." || exit 1
@@ -490,6 +491,21 @@ if [ -x "$BUILD/bus-events" ] && [ -x "$BENCH_BIN/bench_events" ]; then
             "$(kv "$line" missing)" "$(kv "$line" twice)"
         for i in "${!wraps[@]}"; do stop_bg "bus-events (bench)" "${wraps[$i]}" "${pids[$i]}"; done
     done
+else
+    note "skipped (not built yet)"
+fi
+
+# ---------------------------------------------------------------- 7. notifications (bus-notifications)
+
+# One event.reminder fanned out to 1,000 subscriptions against the fake
+# Discord/webhook endpoints, 1 and 3 processes: deliveries per second and
+# the time from the publish to the last delivery (bench_notifications.c).
+section "7. Notifications: one reminder to 1,000 subscriptions, 1 and 3 processes"
+if [ -x "$BUILD/bus-notifications" ] && [ -x "$BENCH_BIN/bench_notifications" ]; then
+    mkdir -p "$SRV_DIR/tmp"
+    if BUS_TEST_TMPDIR="$SRV_DIR/tmp" BUS_TEST_BUILD="$BUILD" BUS_SCHEMAS_DIR="${BUS_SCHEMAS_DIR:-schemas}" \
+        run_fg bench_notifications 240 "$LOGS/notifications.out" "$BENCH_BIN/bench_notifications"; then :; fi
+    sed 's/^/  /' "$LOGS/notifications.out"
 else
     note "skipped (not built yet)"
 fi
