@@ -63,6 +63,7 @@ struct vf_runner {
     uv_timer_t timer;
     int scanning;  /* a pass step is out (store reads) */
     char code[128];/* the code of the current pass ("" = none) */
+    char stop_reason[64]; /* the code stopped: the pass only waits for its items in flight */
     char cursor[1100];
     int pass_unclaimed; /* players found unclaimed during this pass */
     int pass_pending;   /* claimed/calling items seen at the pass's start */
@@ -185,6 +186,26 @@ static void finish_load(bus_op_t *op) {
     bus_op_load_wait(op, finish_decide);
 }
 
+/* USED, TIME ERROR, CDK NOT FOUND: the code stops at once for everyone (no
+ * new call starts: items read the code before calling); the batch itself
+ * finishes, with the totals, once nothing is in flight any more. */
+static void stop_decide(bus_op_t *op) {
+    if (!VF(op)->code || strcmp(vf_doc_str(VF(op)->code, "status"), "active") != 0) {
+        bus_op_reply(op, NULL);
+        return;
+    }
+    cJSON *patch = cJSON_CreateObject();
+    cJSON_AddStringToObject(patch, "status", "stopped");
+    cJSON_AddStringToObject(patch, "stop_reason", VF_PARAM(op, "reason"));
+    bus_op_plan_update(op, VF_COLL_CODES, VF_PARAM(op, "code"), vf_doc_version(VF(op)->code), patch);
+    bus_op_commit(op, NULL);
+}
+
+static void stop_load(bus_op_t *op) {
+    bus_op_load_doc(op, VF_COLL_CODES, VF_PARAM(op, "code"), &VF(op)->code);
+    bus_op_load_wait(op, stop_decide);
+}
+
 static void on_finished(int status, const char *message, void *data) {
     (void)data;
     if (status != 0) bus_warn(NULL, "finishing a gift-code batch failed: %s (the next pass tries again)", message);
@@ -209,6 +230,17 @@ static void on_finish_totals(int status, cJSON *totals, void *data) {
         if (op) bus_op_start(op, 0);
     }
     free(f);
+}
+
+static void stop_code(vf_state_t *st, const char *code, const char *reason) {
+    cJSON *p = cJSON_CreateObject();
+    cJSON_AddStringToObject(p, "code", code);
+    cJSON_AddStringToObject(p, "reason", reason);
+    char key[200];
+    snprintf(key, sizeof key, "giftcode.stop:%s", code);
+    bus_op_t *op = bus_op_new_job(st->engine, key, NULL, p, stop_load, on_finished, NULL);
+    cJSON_Delete(p);
+    if (op) bus_op_start(op, 0);
 }
 
 static void finish_batch(vf_state_t *st, const char *code, const char *reason) {
@@ -361,7 +393,7 @@ static void on_redeem_answer(int status, const bus_http_response_t *resp, void *
     if (a.kind == VF_REDEEM_STOP) {
         bus_warn(NULL, "gift code %s: %s (%s): the batch stops for everyone", it->code, a.result, a.code);
         if (strcmp(r->code, it->code) == 0) r->halted = 1;
-        finish_batch(r->st, it->code, a.result);
+        stop_code(r->st, it->code, a.result);
     }
     item_record(it, a.result, a.code, a.msg);
 }
@@ -605,6 +637,12 @@ static void on_pending(int status, const cJSON *docs, const char *next, void *da
     }
     r->pass_unclaimed = 0;
     r->cursor[0] = 0;
+    if (r->stop_reason[0]) { /* stopped: nothing new is claimed; finished once nothing is in flight */
+        if (r->pass_pending == 0) finish_batch(r->st, r->code, r->stop_reason);
+        r->scanning = 0;
+        r->code[0] = 0;
+        return;
+    }
     pass_step(r);
 }
 
@@ -617,6 +655,8 @@ static void on_running_codes(int status, const cJSON *docs, const char *next, vo
         return;
     }
     snprintf(r->code, sizeof r->code, "%s", vf_doc_str(c, "_id"));
+    snprintf(r->stop_reason, sizeof r->stop_reason, "%s",
+             strcmp(vf_doc_str(c, "status"), "active") == 0 ? "" : str_or(vf_doc_str(c, "stop_reason"), "stopped"));
     r->halted = 0;
     cJSON *where = cJSON_CreateObject();
     cJSON_AddStringToObject(where, "code", r->code);

@@ -64,7 +64,7 @@ static void vf_committed(bus_op_t *op, void *ctx) {
     vf_state_t *st = vf_state(bus_op_worker(op));
     if (strcmp(bus_op_method(op), "verify") == 0)
         vf_runner_player_verified(st, vf_doc_int(bus_op_params(op), "player_id"));
-    else if (strcmp(bus_op_method(op), "privacy.forget") == 0)
+    else if (strcmp(bus_op_method(op), "privacy_forget") == 0)
         vf_privacy_purge_later(st, VF_PARAM(op, "user"), c->docs);
 }
 
