@@ -19,15 +19,18 @@
 #include "fake_game_api.h"
 #include "support.h"
 
+/* every program uses only some of these */
+#define VT_FN static __attribute__((unused))
+
 static char vt_db[512];
 static char vt_redis_env[300];
 static char vt_api_env[300];
 
-static const char *vt_tmpdir(void) { return getenv("BUS_TEST_TMPDIR") ? getenv("BUS_TEST_TMPDIR") : "/tmp"; }
+VT_FN const char *vt_tmpdir(void) { return getenv("BUS_TEST_TMPDIR") ? getenv("BUS_TEST_TMPDIR") : "/tmp"; }
 
 /* A fresh database for the test and a Redis db of its own (1..15) so the
  * shared limiter's window and attempt counters start empty. */
-static void vt_prepare(const char *test, int redis_db, bt_game_api_t *api) {
+VT_FN void vt_prepare(const char *test, int redis_db, bt_game_api_t *api) {
     snprintf(vt_db, sizeof vt_db, "%s/verification-%s.db", vt_tmpdir(), test);
     char p[600];
     unlink(vt_db);
@@ -51,7 +54,7 @@ static void vt_prepare(const char *test, int redis_db, bt_game_api_t *api) {
 
 /* Starts bus-verification #idx with the test's settings plus `extra`
  * ("NAME=value" entries, NULL-terminated, may be NULL; later ones win). */
-static pid_t vt_start(const char *test, int idx, const char *const *extra) {
+VT_FN pid_t vt_start(const char *test, int idx, const char *const *extra) {
     static char store[600], schemas[600], prog[600], logp[600];
     snprintf(store, sizeof store, "BUS_STORE=sqlite:%s", vt_db);
     const char *sd = getenv("BUS_SCHEMAS_DIR");
@@ -88,18 +91,21 @@ static pid_t vt_start(const char *test, int idx, const char *const *extra) {
 #define VT_MAX_SEEN 20000
 typedef struct {
     char type[64];
+    char id[40];
     char corr[128];
     cJSON *data;
 } vt_seen_t;
 static vt_seen_t *vt_seen;
 static int vt_nseen;
 
-static void vt_on_event(bus_msg_t *m, void *data) {
+VT_FN void vt_on_event(bus_msg_t *m, void *data) {
     (void)data;
     cJSON *e = cJSON_ParseWithLength(m->body, m->len);
     if (e && vt_nseen < VT_MAX_SEEN) {
         vt_seen_t *s = &vt_seen[vt_nseen++];
-        const cJSON *t = cJSON_GetObjectItem(e, "type"), *c = cJSON_GetObjectItem(e, "correlationid");
+        const cJSON *t = cJSON_GetObjectItem(e, "type"), *c = cJSON_GetObjectItem(e, "correlationid"),
+                    *id = cJSON_GetObjectItem(e, "id");
+        snprintf(s->id, sizeof s->id, "%s", cJSON_IsString(id) ? id->valuestring : "");
         snprintf(s->type, sizeof s->type, "%s", cJSON_IsString(t) ? t->valuestring : "");
         snprintf(s->corr, sizeof s->corr, "%s", cJSON_IsString(c) ? c->valuestring : "");
         s->data = cJSON_DetachItemFromObject(e, "data");
@@ -109,7 +115,7 @@ static void vt_on_event(bus_msg_t *m, void *data) {
 }
 
 /* Connects and clears the domain's queues. */
-static void vt_open(bt_client_t *c) {
+VT_FN void vt_open(bt_client_t *c) {
     if (!vt_seen) vt_seen = calloc(VT_MAX_SEEN, sizeof *vt_seen);
     vt_nseen = 0;
     bt_client_open(c);
@@ -118,7 +124,7 @@ static void vt_open(bt_client_t *c) {
 }
 
 /* Binds an exclusive queue to the events (once a worker declared the exchanges). */
-static void vt_listen(bt_client_t *c) {
+VT_FN void vt_listen(bt_client_t *c) {
     char q[64];
     snprintf(q, sizeof q, "test.verification.%d", (int)getpid());
     bus_queue_options_t o = {.exclusive = 1, .auto_delete = 1};
@@ -129,35 +135,48 @@ static void vt_listen(bt_client_t *c) {
     CHECK(bus_conn_consume(c->conn, q, 0, 1, amqp_empty_table, vt_on_event, NULL, NULL, 0) == 0);
 }
 
-static int vt_count(const char *type) {
+VT_FN int vt_count(const char *type) {
     int n = 0;
     for (int i = 0; i < vt_nseen; i++) n += strcmp(vt_seen[i].type, type) == 0;
     return n;
 }
 
-static const vt_seen_t *vt_last(const char *type) {
+/* Events of type with distinct ids (a replayed outbox publishes an event
+ * again with its id: consumers deduplicate by id). */
+VT_FN int vt_count_distinct(const char *type) {
+    int n = 0;
+    for (int i = 0; i < vt_nseen; i++) {
+        if (strcmp(vt_seen[i].type, type) != 0) continue;
+        int dup = 0;
+        for (int j = 0; j < i && !dup; j++) dup = strcmp(vt_seen[j].type, type) == 0 && strcmp(vt_seen[j].id, vt_seen[i].id) == 0;
+        n += !dup;
+    }
+    return n;
+}
+
+VT_FN const vt_seen_t *vt_last(const char *type) {
     for (int i = vt_nseen - 1; i >= 0; i--)
         if (strcmp(vt_seen[i].type, type) == 0) return &vt_seen[i];
     return NULL;
 }
 
-static void vt_settle(bt_client_t *c, int ms) {
+VT_FN void vt_settle(bt_client_t *c, int ms) {
     int flag = 0;
     bt_run_until(c, &flag, ms);
 }
 
 /* Runs the loop until n events of type arrived (checks it). */
-static void vt_wait_events(bt_client_t *c, const char *type, int n, int ms) {
+VT_FN void vt_wait_events(bt_client_t *c, const char *type, int n, int ms) {
     double end = bt_now_ms() + ms;
     while (vt_count(type) < n && bt_now_ms() < end) vt_settle(c, 20);
     CHECK_INT(vt_count(type), n);
 }
 
-static const char *vt_str(const cJSON *o, const char *k) {
+VT_FN const char *vt_str(const cJSON *o, const char *k) {
     const cJSON *v = cJSON_GetObjectItem(o, k);
     return cJSON_IsString(v) ? v->valuestring : NULL;
 }
-static double vt_num(const cJSON *o, const char *k) {
+VT_FN double vt_num(const cJSON *o, const char *k) {
     const cJSON *v = cJSON_GetObjectItem(o, k);
     return cJSON_IsNumber(v) ? v->valuedouble : -1;
 }
@@ -169,14 +188,14 @@ typedef struct {
     cJSON *reply;
 } vt_res_t;
 
-static void vt_on_reply(int status, const char *reply, size_t len, void *data) {
+VT_FN void vt_on_reply(int status, const char *reply, size_t len, void *data) {
     vt_res_t *r = data;
     r->done = 1;
     r->status = status;
     if (reply) r->reply = cJSON_ParseWithLength(reply, len);
 }
 
-static cJSON *vt_vcall(bt_client_t *c, const char *service, const char *method, int timeout_ms, const char *fmt,
+VT_FN cJSON *vt_vcall(bt_client_t *c, const char *service, const char *method, int timeout_ms, const char *fmt,
                        va_list ap) {
     static char params[20000];
     vsnprintf(params, sizeof params, fmt, ap);
@@ -190,7 +209,7 @@ static cJSON *vt_vcall(bt_client_t *c, const char *service, const char *method, 
 }
 
 /* verification.<method> with params from fmt; the parsed reply (caller frees). */
-static cJSON *vt_call(bt_client_t *c, const char *method, const char *fmt, ...) {
+VT_FN cJSON *vt_call(bt_client_t *c, const char *method, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     cJSON *r = vt_vcall(c, "verification", method, 20000, fmt, ap);
@@ -198,7 +217,7 @@ static cJSON *vt_call(bt_client_t *c, const char *method, const char *fmt, ...) 
     return r;
 }
 
-static cJSON *vt_call_svc(bt_client_t *c, const char *service, const char *method, const char *fmt, ...) {
+VT_FN cJSON *vt_call_svc(bt_client_t *c, const char *service, const char *method, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     cJSON *r = vt_vcall(c, service, method, 10000, fmt, ap);
@@ -206,7 +225,7 @@ static cJSON *vt_call_svc(bt_client_t *c, const char *service, const char *metho
     return r;
 }
 
-static const cJSON *vt_ok(cJSON *reply) {
+VT_FN const cJSON *vt_ok(cJSON *reply) {
     const cJSON *s = cJSON_GetObjectItem(reply, "success");
     if (!cJSON_IsTrue(s)) {
         char *t = cJSON_PrintUnformatted(reply);
@@ -217,7 +236,7 @@ static const cJSON *vt_ok(cJSON *reply) {
     return cJSON_GetObjectItem(reply, "data");
 }
 
-static void vt_error(cJSON *reply, const char *code, const char *needle) {
+VT_FN void vt_error(cJSON *reply, const char *code, const char *needle) {
     const char *e = vt_str(reply, "error");
     if (!e || strcmp(e, code) != 0 || (needle && !strstr(vt_str(reply, "message") ? vt_str(reply, "message") : "", needle))) {
         char *t = cJSON_PrintUnformatted(reply);
@@ -235,7 +254,7 @@ typedef struct {
     int n, cap;
 } vt_batch_t;
 
-static void vt_fire(bt_client_t *c, vt_batch_t *b, const char *method, int timeout_ms, const char *fmt, ...) {
+VT_FN void vt_fire(bt_client_t *c, vt_batch_t *b, const char *method, int timeout_ms, const char *fmt, ...) {
     char params[512];
     va_list ap;
     va_start(ap, fmt);
@@ -253,13 +272,13 @@ static void vt_fire(bt_client_t *c, vt_batch_t *b, const char *method, int timeo
     CHECK_INT(bus_rpc_call(c->rpc, "verification", method, params, strlen(params), &o, vt_on_reply, r), 0);
 }
 
-static void vt_batch_init(vt_batch_t *b, int cap) {
+VT_FN void vt_batch_init(vt_batch_t *b, int cap) {
     memset(b, 0, sizeof *b);
     b->cap = cap;
     b->r = calloc((size_t)cap, sizeof *b->r);
 }
 
-static void vt_wait_batch(bt_client_t *c, vt_batch_t *b, int ms) {
+VT_FN void vt_wait_batch(bt_client_t *c, vt_batch_t *b, int ms) {
     double end = bt_now_ms() + ms;
     for (;;) {
         int done = 0;
@@ -274,12 +293,12 @@ static void vt_wait_batch(bt_client_t *c, vt_batch_t *b, int ms) {
     }
 }
 
-static const char *vt_outcome(const vt_res_t *r) {
+VT_FN const char *vt_outcome(const vt_res_t *r) {
     if (cJSON_IsTrue(cJSON_GetObjectItem(r->reply, "success"))) return "ok";
     return vt_str(r->reply, "error");
 }
 
-static void vt_batch_free(vt_batch_t *b) {
+VT_FN void vt_batch_free(vt_batch_t *b) {
     for (int i = 0; i < b->n; i++) cJSON_Delete(b->r[i].reply);
     free(b->r);
     memset(b, 0, sizeof *b);
