@@ -374,6 +374,44 @@ static void test_giftcodes(void) {
     teardown(&c, w, 2);
 }
 
+/* busctl giftcodes redeem / players refresh: live progress, then the totals. */
+static int run_busctl(const char *const *args, const char *log, char *out, size_t cap) {
+    char prog[600];
+    snprintf(prog, sizeof prog, "%s/busctl", getenv("BUS_TEST_BUILD") ? getenv("BUS_TEST_BUILD") : "build");
+    char *argv[12] = {prog};
+    int n = 1;
+    for (; args[n - 1] && n < 11; n++) argv[n] = (char *)args[n - 1];
+    argv[n] = NULL;
+    pid_t p = bt_spawn_program(argv, NULL, log);
+    int rc = bt_wait_exit(p, 30000);
+    FILE *f = fopen(log, "r");
+    size_t len = f ? fread(out, 1, cap - 1, f) : 0;
+    out[len] = 0;
+    if (f) fclose(f);
+    return rc;
+}
+
+static void test_busctl_progress(void) {
+    bt_client_t c;
+    const char *extra[] = {"BUS_VERIFY_ATTEMPTS=0", NULL};
+    pid_t w = setup(&c, "busctl", 11, extra);
+    verify_many(&c, 4000, 8, 0);
+    bt_game_api_code(api, "BUSCTL1", 0, NULL, 0, 0);
+    char log[600], out[8192];
+    snprintf(log, sizeof log, "%s/verification-busctl-cli.log", vt_tmpdir());
+    const char *redeem[] = {"giftcodes", "redeem", "BUSCTL1", "--note", "from the cli", NULL};
+    CHECK_INT(run_busctl(redeem, log, out, sizeof out), 0);
+    CHECK_CONTAINS(out, "[########################################] 8/8");
+    CHECK_CONTAINS(out, "BUSCTL1 finished: 8 players");
+    CHECK_CONTAINS(out, "redeemed");
+    CHECK_INT(run_busctl(redeem, log, out, sizeof out), 1); /* added already: refused */
+    CHECK_CONTAINS(out, "conflict");
+    const char *refresh[] = {"players", "refresh", "--state", "7", NULL};
+    CHECK_INT(run_busctl(refresh, log, out, sizeof out), 0);
+    CHECK_CONTAINS(out, "refreshed 8 players, 0 failed");
+    teardown(&c, &w, 1);
+}
+
 /* ---- bulk refresh ---------------------------------------------------------------------- */
 
 static void test_bulk_refresh(void) {
@@ -478,4 +516,5 @@ BUS_TESTS({"verify_profile_history_unlink", test_verify_profile_history_unlink, 
           {"limit_shared_by_three_processes", test_limit_shared_by_three_processes, 90},
           {"limit_bounded_wait", test_limit_bounded_wait, 40},
           {"limit_local_share_without_redis", test_limit_local_share_without_redis, 40},
-          {"giftcodes", test_giftcodes, 90}, {"bulk_refresh", test_bulk_refresh, 40}, {"privacy", test_privacy, 60})
+          {"giftcodes", test_giftcodes, 90}, {"bulk_refresh", test_bulk_refresh, 40},
+          {"busctl_progress", test_busctl_progress, 60}, {"privacy", test_privacy, 60})
