@@ -174,19 +174,20 @@ static void test_attempts_per_user(void) {
 
 /* ---- the shared limit ------------------------------------------------------------- */
 
-/* Three processes, 60 verifications in flight, a limit of 10 per 2 s held in
- * Redis: the fake never sees more than 10 calls in any 2 s window, never
- * answers 429, and every request succeeds (they queue). */
+/* Three processes, 200 verifications in flight, a limit of 20 per second
+ * held in Redis (the game's 30 per 60 s scaled down): the fake never sees
+ * more than 20 calls in any 1 s window, never answers 429 (its own limit is
+ * the same), and every request succeeds (they queue). */
 static void test_limit_shared_by_three_processes(void) {
     bt_client_t c;
-    const char *extra[] = {"BUS_GAME_API_LIMIT=10", "BUS_GAME_API_WINDOW_MS=2000", "BUS_GAME_API_MARGIN_MS=150",
+    const char *extra[] = {"BUS_GAME_API_LIMIT=20", "BUS_GAME_API_WINDOW_MS=1000", "BUS_GAME_API_MARGIN_MS=150",
                            "BUS_GAME_API_MAX_WAIT_MS=60000", "BUS_VERIFY_ATTEMPTS=0", NULL};
     pid_t w[3];
     w[0] = setup(&c, "limit3", 4, extra);
     w[1] = vt_start("limit3", 1, extra);
     w[2] = vt_start("limit3", 2, extra);
-    bt_game_api_rate_limit(api, 10, 2000); /* the fake's own limit too: a 429 would show an excess */
-    const int n = 60;
+    bt_game_api_rate_limit(api, 20, 1000); /* the fake's own limit too: a 429 would show an excess */
+    const int n = 200;
     for (int i = 0; i < n; i++) bt_game_api_player(api, 5000 + i, "P", 7, 20);
     vt_batch_t b;
     vt_batch_init(&b, n);
@@ -197,9 +198,9 @@ static void test_limit_shared_by_three_processes(void) {
     for (int i = 0; i < n; i++) ok += strcmp(vt_outcome(&b.r[i]), "ok") == 0;
     CHECK_INT(ok, n);
     vt_batch_free(&b);
-    int worst = bt_game_api_max_in_window(api, 2000);
-    fprintf(stderr, "  most calls in any 2 s window: %d (limit 10)\n", worst);
-    CHECK(worst <= 10);
+    int worst = bt_game_api_max_in_window(api, 1000);
+    fprintf(stderr, "  most calls in any 1 s window: %d (limit 20)\n", worst);
+    CHECK(worst <= 20);
     CHECK_INT(bt_game_api_rejected_429(api), 0);
     CHECK_INT(bt_game_api_calls(api, "/api/player"), n);
     teardown(&c, w, 3);
