@@ -10,7 +10,7 @@
 
 #include "fake_http.h"
 
-#define MAX_PLAYERS 4096
+#define MAX_PLAYERS 16384
 #define MAX_CODES 32
 #define MAX_REDEEMS 65536
 #define MAX_CALLS 200000
@@ -312,6 +312,13 @@ void bt_game_api_code(bt_game_api_t *g, const char *cdk, int err_code, const cha
 void bt_game_api_delay(bt_game_api_t *g, int delay_ms) {
     pthread_mutex_lock(&g->mu);
     g->delay_ms = delay_ms;
+    pthread_mutex_unlock(&g->mu);
+}
+
+void bt_game_api_reset_counts(bt_game_api_t *g) {
+    pthread_mutex_lock(&g->mu);
+    g->narrivals = g->nredeems = 0;
+    g->calls_player = g->calls_gift = g->bad_signs = g->rejected = 0;
     pthread_mutex_unlock(&g->mu);
 }
 

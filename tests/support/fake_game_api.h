@@ -49,6 +49,8 @@ void bt_game_api_code(bt_game_api_t *g, const char *cdk, int err_code, const cha
 /* Every answer waits delay_ms first (to keep calls in flight). */
 void bt_game_api_delay(bt_game_api_t *g, int delay_ms);
 
+/* Forgets every call seen so far (counters, arrival times, redemptions). */
+void bt_game_api_reset_counts(bt_game_api_t *g);
 /* Counters. path "/api/player" or "/api/gift_code"; NULL = both. */
 int bt_game_api_calls(bt_game_api_t *g, const char *path);
 int bt_game_api_redeem_calls(bt_game_api_t *g, int64_t fid, const char *cdk);
