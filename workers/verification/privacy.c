@@ -6,7 +6,8 @@
  *                "alliances": {membership} | {"error": "..."}}}
  * Each domain answers its own part over RPC (bus_worker_rpc): alliances
  * through alliances.member (not_found = no membership). A domain that does
- * not answer is named with its error rather than silently left out.
+ * not answer within 2 s is named with its error rather than silently left
+ * out.
  * Audit events: privacy.export.requested and privacy.export.completed.
  *
  * forget: one bus_op (marker by request id): the user's player documents
@@ -96,7 +97,8 @@ static void export_gathered(bus_op_t *op) {
     cJSON_AddStringToObject(p, "user", user);
     char *params = cJSON_PrintUnformatted(p);
     cJSON_Delete(p);
-    bus_rpc_call_opts_t o = {.correlation_id = bus_op_correlation_id(op), .caller = "bus-verification"};
+    /* a domain that is down must not make the whole export miss its caller's deadline */
+    bus_rpc_call_opts_t o = {.timeout_ms = 2000, .correlation_id = bus_op_correlation_id(op), .caller = "bus-verification"};
     int rc = rpc ? bus_rpc_call(rpc, "alliances", "member", params, strlen(params), &o, on_alliances_part, op)
                  : BUS_EUNAVAILABLE;
     free(params);
