@@ -472,8 +472,29 @@ static void test_privacy(void) {
     bt_game_api_player(api, 11, "Main2", 5, 30);
     cJSON_Delete(vt_call(&c, "refresh", "{\"player_id\":11}"));
     cJSON *r = vt_call_svc(&c, "alliances", "create", "{\"name\":\"Privates\",\"tag\":\"PRV\",\"state\":5,\"leader\":\"telegram:77\"}");
+    char alliance[64];
+    snprintf(alliance, sizeof alliance, "%s", vt_str(vt_ok(r), "id"));
+    cJSON_Delete(r);
+
+    /* players {alliance}: the members' linked players, from the alliances domain */
+    bt_game_api_player(api, 13, "Friend", 5, 20);
+    cJSON_Delete(vt_call(&c, "verify", "{\"user\":\"discord:78\",\"player_id\":13}"));
+    r = vt_call_svc(&c, "alliances", "join", "{\"id\":\"%s\",\"user\":\"discord:78\"}", alliance);
     vt_ok(r);
     cJSON_Delete(r);
+    r = vt_call(&c, "players", "{\"alliance\":\"%s\"}", alliance);
+    CHECK_INT(cJSON_GetArraySize(cJSON_GetObjectItem(vt_ok(r), "players")), 3);
+    cJSON_Delete(r);
+    r = vt_call(&c, "players", "{\"alliance\":\"%s\",\"limit\":1}", alliance); /* one member per page */
+    const cJSON *pg = vt_ok(r);
+    CHECK_INT(cJSON_GetArraySize(cJSON_GetObjectItem(pg, "players")), 2); /* the leader's two */
+    char next[1200];
+    snprintf(next, sizeof next, "%s", vt_str(pg, "next_cursor"));
+    cJSON_Delete(r);
+    r = vt_call(&c, "players", "{\"alliance\":\"%s\",\"limit\":1,\"cursor\":\"%s\"}", alliance, next);
+    CHECK_INT(vt_num(cJSON_GetArrayItem(cJSON_GetObjectItem(vt_ok(r), "players"), 0), "player_id"), 13);
+    cJSON_Delete(r);
+    vt_error(vt_call(&c, "players", "{\"alliance\":\"00000000-0000-4000-8000-000000000000\"}"), "not_found", NULL);
 
     r = vt_call(&c, "privacy_export", "{\"user\":\"telegram:77\"}");
     const cJSON *d = vt_ok(r);
@@ -499,8 +520,10 @@ static void test_privacy(void) {
     CHECK_STR(vt_str(vt_last("user.forgotten")->data, "user"), "telegram:77");
     vt_error(vt_call(&c, "profile", "{\"user\":\"telegram:77\"}"), "not_found", NULL);
     vt_error(vt_call(&c, "profile", "{\"player_id\":11}"), "not_found", NULL);
-    /* alliances consumed user.forgotten: the membership (and the alliance) went */
-    vt_wait_events(&c, "alliance.dissolved", 1, 10000);
+    /* alliances consumed user.forgotten: the membership went, discord:78 leads */
+    vt_wait_events(&c, "alliance.member.left", 1, 10000);
+    CHECK_STR(vt_str(vt_last("alliance.member.left")->data, "reason"), "forgotten");
+    vt_wait_events(&c, "alliance.leader.changed", 1, 10000);
     r = vt_call(&c, "privacy_export", "{\"user\":\"telegram:77\"}");
     d = vt_ok(r);
     v = cJSON_GetObjectItem(cJSON_GetObjectItem(d, "domains"), "verification");

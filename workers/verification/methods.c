@@ -13,7 +13,8 @@
  * refresh {player_id}: asks the game again; every changed field becomes a
  * history entry and a player.changed event in the same batch.
  * unlink {user, player_id}: the link is removed, player.unlinked.
- * profile, history, players: reads. bulk_refresh: refresh jobs in the
+ * profile, history, players: reads (players {alliance} asks the alliances
+ * domain for the members, a page of theirs per page of ours). bulk_refresh: refresh jobs in the
  * background paced by the shared limit, with player.bulk_refresh.progress.
  */
 #include <stdio.h>
@@ -22,6 +23,7 @@
 
 #include "bus/error.h"
 #include "bus/log.h"
+#include "bus/rpc.h"
 #include "verification.h"
 
 static int64_t param_pid(bus_op_t *op) { return vf_doc_int(bus_op_params(op), "player_id"); }
@@ -306,7 +308,97 @@ static void history_load(bus_op_t *op) {
     page(op, VF_COLL_HISTORY, where, "at");
 }
 
+/* players {alliance}: the alliance's members come from the alliances domain
+ * (alliances.members, one page of it per page of ours: its cursor is ours),
+ * then each member's linked players from the store. VF(op)->docs: the
+ * member users still to look up; VF(op)->extra: the answer being built. */
+static void alliance_next(bus_op_t *op);
+
+static void on_user_players(int status, const cJSON *docs, const char *next, void *data) {
+    bus_op_t *op = data;
+    (void)next;
+    if (status != 0) {
+        bus_op_fail(op, BUS_EUNAVAILABLE, "store: %s", bus_strerror(status));
+        return;
+    }
+    cJSON *list = cJSON_GetObjectItemCaseSensitive(VF(op)->extra, "players");
+    const cJSON *st = cJSON_GetObjectItemCaseSensitive(bus_op_params(op), "state");
+    const cJSON *d;
+    cJSON_ArrayForEach(d, docs) if (!cJSON_IsNumber(st) || vf_doc_int(d, "state") == (int64_t)st->valuedouble)
+        cJSON_AddItemToArray(list, vf_profile_view(d));
+    alliance_next(op);
+}
+
+static void alliance_next(bus_op_t *op) {
+    cJSON *user = cJSON_DetachItemFromArray(VF(op)->docs, 0);
+    if (!user) {
+        cJSON *out = VF(op)->extra;
+        VF(op)->extra = NULL;
+        bus_op_reply(op, out);
+        return;
+    }
+    cJSON *where = cJSON_CreateObject();
+    cJSON_AddStringToObject(where, "user", cJSON_IsString(user) ? user->valuestring : "");
+    cJSON_Delete(user);
+    bus_store_query_t q = {.where = where, .limit = 25};
+    int rc = bus_store_find(vf_state(bus_op_worker(op))->store, VF_COLL_PLAYERS, &q, on_user_players, op);
+    cJSON_Delete(where);
+    if (rc != 0) bus_op_fail(op, BUS_EUNAVAILABLE, "store: %s", bus_strerror(rc));
+}
+
+static void on_alliance_members(int status, const char *reply, size_t len, void *data) {
+    bus_op_t *op = data;
+    cJSON *r = status == 0 ? cJSON_ParseWithLength(reply, len) : NULL;
+    if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "success"))) {
+        const char *err = vf_doc_str(r, "error");
+        if (strcmp(err, "not_found") == 0)
+            bus_op_fail(op, BUS_ENOT_FOUND, "no alliance %s", VF_PARAM(op, "alliance"));
+        else if (strcmp(err, "bad_request") == 0)
+            bus_op_fail(op, BUS_EBAD_REQUEST, "bad cursor (pass next_cursor of the previous page, same filters)");
+        else
+            bus_op_fail(op, BUS_EUNAVAILABLE, "the alliances domain did not answer: %s",
+                        status != 0 ? bus_err_name(status) : err);
+        cJSON_Delete(r);
+        return;
+    }
+    const cJSON *d = cJSON_GetObjectItemCaseSensitive(r, "data"), *m;
+    VF(op)->docs = cJSON_CreateArray();
+    cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(d, "members"))
+        cJSON_AddItemToArray(VF(op)->docs, cJSON_CreateString(vf_doc_str(m, "user")));
+    cJSON *out = cJSON_CreateObject();
+    cJSON_AddArrayToObject(out, "players");
+    const char *next = vf_doc_str(d, "next_cursor");
+    if (next[0])
+        cJSON_AddStringToObject(out, "next_cursor", next);
+    else
+        cJSON_AddNullToObject(out, "next_cursor");
+    VF(op)->extra = out;
+    cJSON_Delete(r);
+    alliance_next(op);
+}
+
+static void players_of_alliance(bus_op_t *op) {
+    cJSON *p = cJSON_CreateObject();
+    cJSON_AddStringToObject(p, "id", VF_PARAM(op, "alliance"));
+    int64_t limit = vf_doc_int(bus_op_params(op), "limit");
+    cJSON_AddNumberToObject(p, "limit", (double)(limit > 0 ? limit : 50));
+    if (VF_PARAM(op, "cursor")[0]) cJSON_AddStringToObject(p, "cursor", VF_PARAM(op, "cursor"));
+    char *params = cJSON_PrintUnformatted(p);
+    cJSON_Delete(p);
+    bus_rpc_call_opts_t o = {.timeout_ms = 3000, .correlation_id = bus_op_correlation_id(op),
+                             .caller = "bus-verification"};
+    bus_rpc_client_t *rpc = bus_worker_rpc(bus_op_worker(op));
+    int rc = rpc ? bus_rpc_call(rpc, "alliances", "members", params, strlen(params), &o, on_alliance_members, op)
+                 : BUS_EUNAVAILABLE;
+    free(params);
+    if (rc != 0) bus_op_fail(op, BUS_EUNAVAILABLE, "cannot ask the alliances domain: %s", bus_strerror(rc));
+}
+
 static void players_load(bus_op_t *op) {
+    if (VF_PARAM(op, "alliance")[0]) {
+        players_of_alliance(op);
+        return;
+    }
     cJSON *where = cJSON_CreateObject();
     cJSON *ne = cJSON_AddObjectToObject(where, "user");
     cJSON_AddStringToObject(ne, "$gt", ""); /* linked players only */
