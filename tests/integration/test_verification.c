@@ -9,6 +9,7 @@
  * privacy export (with alliances' part) and forget.
  *
  * Each test has its own database, its own Redis db and its own fake. */
+#include <curl/curl.h>
 #include <signal.h>
 
 #include "../support/vf_testkit.h"
@@ -535,10 +536,87 @@ static void test_privacy(void) {
     teardown(&c, w, 2);
 }
 
+/* ---- through the HTTP edge ------------------------------------------------------------ */
+
+typedef struct {
+    char buf[16384];
+    size_t len;
+} http_body_t;
+
+static size_t on_http_body(char *p, size_t sz, size_t n, void *data) {
+    http_body_t *b = data;
+    size_t k = sz * n;
+    if (b->len + k < sizeof b->buf) {
+        memcpy(b->buf + b->len, p, k);
+        b->len += k;
+        b->buf[b->len] = 0;
+    }
+    return k;
+}
+
+static long http(int port, const char *path, const char *body, http_body_t *out) {
+    CURL *h = curl_easy_init();
+    CHECK(h != NULL);
+    char url[256];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", port, path);
+    struct curl_slist *hd = curl_slist_append(NULL, "Content-Type: application/json");
+    memset(out, 0, sizeof *out);
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hd);
+    if (body) curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_http_body);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, out);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 10000L);
+    long status = 0;
+    if (curl_easy_perform(h) == CURLE_OK) curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    curl_slist_free_all(hd);
+    curl_easy_cleanup(h);
+    return status;
+}
+
+static void test_through_the_edge(void) {
+    char prog[600];
+    snprintf(prog, sizeof prog, "%s/bus-gateway", getenv("BUS_TEST_BUILD") ? getenv("BUS_TEST_BUILD") : "build");
+    if (access(prog, X_OK) != 0) {
+        fprintf(stderr, "  %s not built: skipped\n", prog);
+        return;
+    }
+    bt_client_t c;
+    pid_t w[2];
+    w[0] = setup(&c, "edge", 12, NULL);
+    int port = 26000 + (int)(getpid() % 1000) + 700;
+    if (port > 27999) port -= 1000;
+    char addr[64], logp[600], schemas[600];
+    snprintf(addr, sizeof addr, "BUS_HTTP_ADDR=127.0.0.1:%d", port);
+    snprintf(logp, sizeof logp, "%s/verification-edge-gw.log", vt_tmpdir());
+    const char *sd = getenv("BUS_SCHEMAS_DIR");
+    snprintf(schemas, sizeof schemas, "BUS_SCHEMAS_DIR=%s", sd ? sd : "schemas");
+    const char *env[] = {addr, schemas, "BUS_RATE_LIMIT=0", "BUS_LOG_LEVEL=warn", NULL};
+    char *argv[] = {prog, NULL};
+    w[1] = bt_spawn_program(argv, env, logp);
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    http_body_t b;
+    long st = 0;
+    for (int i = 0; i < 100 && !st; i++) {
+        st = http(port, "/api/v1/health", NULL, &b);
+        if (!st) usleep(100000);
+    }
+    CHECK(st != 0);
+    bt_game_api_player(api, 42, "Edgy", 3, 40);
+    CHECK_INT(http(port, "/api/v1/rpc/verification/verify", "{\"user\":\"discord:4\",\"player_id\":42}", &b), 200);
+    CHECK_CONTAINS(b.buf, "\"furnace_label\":\"FC 2\"");
+    CHECK_INT(http(port, "/api/v1/rpc/verification/verify", "{\"user\":\"discord:4\",\"player_id\":43}", &b), 404);
+    CHECK_CONTAINS(b.buf, "ROLE NOT EXIST");
+    CHECK_INT(http(port, "/api/v1/rpc/verification/verify", "{\"user\":\"x\",\"player_id\":43}", &b), 422);
+    CHECK_INT(http(port, "/api/v1/rpc/verification/giftcodes_list", "{}", &b), 200);
+    teardown(&c, w, 2);
+}
+
 BUS_TESTS({"verify_profile_history_unlink", test_verify_profile_history_unlink, 60},
           {"sign_error", test_sign_error, 30}, {"attempts_per_user", test_attempts_per_user, 30},
           {"limit_shared_by_three_processes", test_limit_shared_by_three_processes, 90},
           {"limit_bounded_wait", test_limit_bounded_wait, 40},
           {"limit_local_share_without_redis", test_limit_local_share_without_redis, 40},
           {"giftcodes", test_giftcodes, 90}, {"bulk_refresh", test_bulk_refresh, 40},
-          {"busctl_progress", test_busctl_progress, 60}, {"privacy", test_privacy, 60})
+          {"busctl_progress", test_busctl_progress, 60}, {"privacy", test_privacy, 60},
+          {"through_the_edge", test_through_the_edge, 40})
