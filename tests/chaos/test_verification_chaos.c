@@ -108,4 +108,51 @@ static void test_sigkill_during_giftcode_batch(void) {
     bt_game_api_stop(api);
 }
 
-BUS_TESTS({"sigkill_during_giftcode_batch", test_sigkill_during_giftcode_batch, 120})
+/* SIGTERM instead: the process finishes the calls it has in flight, records
+ * their results, starts nothing new and exits 0 within the drain; the other
+ * process redeems the rest. Nothing is interrupted. */
+static void test_sigterm_during_giftcode_batch(void) {
+    const int n = 60;
+    bt_client_t c;
+    bt_game_api_t *api = bt_game_api_start(NULL);
+    vt_prepare("drain", 10, api);
+    vt_open(&c);
+    const char *extra[] = {"BUS_VERIFY_ATTEMPTS=0", "BUS_GIFTCODE_CONCURRENCY=4", NULL};
+    pid_t w[2];
+    for (int i = 0; i < 2; i++) w[i] = vt_start("drain", i, extra);
+    CHECK(bt_wait_ping("verification", 15000) == 0);
+    vt_listen(&c);
+    vt_batch_t b;
+    vt_batch_init(&b, n);
+    for (int i = 0; i < n; i++) {
+        bt_game_api_player(api, FIRST + i, "P", 9, 30);
+        vt_fire(&c, &b, "verify", 60000, "{\"user\":\"discord:%d\",\"player_id\":%d}", FIRST + i, FIRST + i);
+    }
+    vt_wait_batch(&c, &b, 60000);
+    vt_batch_free(&b);
+    bt_game_api_code(api, "DRAIN", 0, NULL, 0, 0);
+    bt_game_api_delay(api, 400); /* calls outlast the shutdown unless it waits for them */
+    cJSON_Delete(vt_call(&c, "giftcodes_add", "{\"code\":\"DRAIN\"}"));
+    double end = bt_now_ms() + 30000;
+    while (bt_game_api_calls(api, "/api/gift_code") < n / 4 && bt_now_ms() < end) vt_settle(&c, 5);
+    kill(w[1], SIGTERM);
+    CHECK_INT(bt_wait_exit(w[1], 15000), 0);
+    int at_exit = bt_game_api_calls(api, "/api/gift_code");
+    fprintf(stderr, "  SIGTERM: the process exited 0 after %d of %d calls\n", at_exit, n);
+    CHECK(at_exit < n);
+    end = bt_now_ms() + 60000;
+    while (vt_count("giftcode.finished") < 1 && bt_now_ms() < end) vt_settle(&c, 20);
+    CHECK(vt_count("giftcode.finished") >= 1);
+    const cJSON *totals = cJSON_GetObjectItem(vt_last("giftcode.finished")->data, "totals");
+    CHECK_INT(vt_num(totals, "done"), n);
+    CHECK_INT(vt_num(cJSON_GetObjectItem(totals, "results"), "redeemed"), n);
+    CHECK_INT(vt_num(cJSON_GetObjectItem(totals, "results"), "interrupted"), 0);
+    CHECK_INT(bt_game_api_max_redeem_calls(api, "DRAIN"), 1);
+    CHECK_INT(bt_game_api_calls(api, "/api/gift_code"), n);
+    bt_client_close(&c);
+    bt_kill(w[0], SIGTERM);
+    bt_game_api_stop(api);
+}
+
+BUS_TESTS({"sigkill_during_giftcode_batch", test_sigkill_during_giftcode_batch, 120},
+          {"sigterm_during_giftcode_batch", test_sigterm_during_giftcode_batch, 90})

@@ -60,7 +60,7 @@ typedef struct item {
 
 struct vf_runner {
     vf_state_t *st;
-    uv_timer_t timer;
+    bus_worker_timer_t *timer; /* the scan; stopped by the drain */
     int scanning;  /* a pass step is out (store reads) */
     char code[128];/* the code of the current pass ("" = none) */
     char stop_reason[64]; /* the code stopped: the pass only waits for its items in flight */
@@ -70,6 +70,7 @@ struct vf_runner {
     cJSON *queue;  /* [{player_id, user}] of the current page, to claim */
     int running;   /* items in flight */
     int halted;    /* the code was stopped / rate limited: drop the queue */
+    int closing;   /* fini ran: items still out end quietly; the last frees the runner */
     uint64_t last_progress;
     int64_t redeemed_calls;
     bus_counter_t *c_results;
@@ -306,7 +307,12 @@ static void item_end(item_t *it) {
     if (it->timer) uv_close((uv_handle_t *)it->timer, timer_free);
     free(it);
     r->running--;
+    if (r->closing) { /* after fini (the drain time ran out): the worker is gone */
+        if (r->running == 0) free(r);
+        return;
+    }
     runner_pump(r);
+    bus_worker_work_end(r->st->w); /* last: it may let a draining worker close */
 }
 
 static void on_item_write(int status, const cJSON *doc, void *data) {
@@ -345,10 +351,20 @@ static void item_record(item_t *it, const char *result, const char *code, const 
     maybe_progress(r, it->code);
 }
 
-static void item_retry_timer(uv_timer_t *t) { item_grant(t->data); }
+static void item_retry_timer(uv_timer_t *t) {
+    item_t *it = t->data;
+    if (bus_worker_draining(it->r->st->w))
+        item_release(it); /* never called again by us: another process takes it */
+    else
+        item_grant(it);
+}
 
 static void on_back_to_claimed(int status, const cJSON *doc, void *data) {
     item_t *it = data;
+    if (it->r->closing) {
+        item_end(it);
+        return;
+    }
     if (status != 0) { /* recovered by someone else meanwhile */
         item_end(it);
         return;
@@ -367,6 +383,10 @@ static void on_back_to_claimed(int status, const cJSON *doc, void *data) {
 static void on_redeem_answer(int status, const bus_http_response_t *resp, void *data) {
     item_t *it = data;
     vf_runner_t *r = it->r;
+    if (r->closing) { /* the client closed under the call: it stays "calling", recovered as interrupted */
+        item_end(it);
+        return;
+    }
     vf_redeem_answer_t a;
     if (status != 0) {
         memset(&a, 0, sizeof a);
@@ -400,6 +420,10 @@ static void on_redeem_answer(int status, const bus_http_response_t *resp, void *
 
 static void on_calling(int status, const cJSON *doc, void *data) {
     item_t *it = data;
+    if (it->r->closing) {
+        item_end(it);
+        return;
+    }
     if (status != 0) { /* recovered meanwhile: not ours any more, never call */
         item_end(it);
         return;
@@ -416,6 +440,10 @@ static void on_calling(int status, const cJSON *doc, void *data) {
 
 static void on_code_checked(int status, const cJSON *code, void *data) {
     item_t *it = data;
+    if (it->r->closing) {
+        item_end(it);
+        return;
+    }
     if (status != 0 || strcmp(vf_doc_str(code, "status"), "active") != 0) {
         if (strcmp(it->r->code, it->code) == 0) it->r->halted = 1;
         item_release(it);
@@ -431,6 +459,10 @@ static void on_code_checked(int status, const cJSON *code, void *data) {
 
 static void on_item_granted(int status, int64_t retry_after_ms, void *data) {
     item_t *it = data;
+    if (it->r->closing) {
+        item_end(it);
+        return;
+    }
     (void)retry_after_ms;
     if (status != 0) { /* the budget is used up for now: give the player back, try on a later pass */
         if (strcmp(it->r->code, it->code) == 0) it->r->halted = 1;
@@ -447,6 +479,10 @@ static void item_grant(item_t *it) {
 
 static void on_claimed(int status, const cJSON *doc, void *data) {
     item_t *it = data;
+    if (it->r->closing) {
+        item_end(it);
+        return;
+    }
     if (status != 0) { /* another process has it (or had it) */
         item_end(it);
         return;
@@ -463,6 +499,7 @@ static void item_start(vf_runner_t *r, const char *code, int64_t pid, const char
     snprintf(it->user, sizeof it->user, "%s", user);
     snprintf(it->id, sizeof it->id, "%s|%lld", code, (long long)pid);
     r->running++;
+    bus_worker_work_begin(r->st->w); /* a SIGTERM drain waits for the item (its call in flight) */
     char key[24];
     snprintf(key, sizeof key, "%lld", (long long)pid);
     cJSON *d = cJSON_CreateObject();
@@ -482,6 +519,7 @@ static void item_start(vf_runner_t *r, const char *code, int64_t pid, const char
 static void pass_step(vf_runner_t *r);
 
 static void runner_pump(vf_runner_t *r) {
+    if (bus_worker_draining(r->st->w)) r->halted = 1; /* finish what is in flight, start nothing */
     if (r->halted && r->queue) { /* stopped or out of budget: this pass ends here */
         cJSON_Delete(r->queue);
         r->queue = NULL;
@@ -669,8 +707,9 @@ static void on_running_codes(int status, const cJSON *docs, const char *next, vo
     cJSON_Delete(where);
 }
 
-static void on_tick(uv_timer_t *t) {
-    vf_runner_t *r = t->data;
+static void on_tick(bus_worker_timer_t *t, void *data) {
+    (void)t;
+    vf_runner_t *r = data;
     if (r->scanning || r->queue || r->code[0] || r->running > 0) return; /* a pass is under way */
     cJSON *where = cJSON_CreateObject();
     cJSON_AddStringToObject(where, "batch", "running");
@@ -684,24 +723,28 @@ int vf_runner_new(vf_state_t *st) {
     vf_runner_t *r = calloc(1, sizeof *r);
     if (!r) return BUS_EINTERNAL;
     r->st = st;
-    uv_timer_init(bus_worker_loop(st->w), &r->timer);
-    r->timer.data = r;
-    uv_timer_start(&r->timer, on_tick, (uint64_t)st->giftcode_scan_ms, (uint64_t)st->giftcode_scan_ms);
-    uv_unref((uv_handle_t *)&r->timer);
+    int rc = bus_worker_timer_start(st->w, (uint64_t)st->giftcode_scan_ms, (uint64_t)st->giftcode_scan_ms, on_tick, r,
+                                    &r->timer);
+    if (rc != 0) {
+        free(r);
+        return rc;
+    }
     st->runner = r;
     return 0;
 }
 
-static void runner_closed(uv_handle_t *h) {
-    vf_runner_t *r = h->data;
-    cJSON_Delete(r->queue);
-    free(r);
-}
-
+/* In fini, after the loop ended. Items still out (the drain time ran out)
+ * end when the store and the HTTP client close under them; the last one
+ * frees the runner. */
 void vf_runner_free(vf_state_t *st) {
-    if (!st->runner) return;
-    uv_close((uv_handle_t *)&st->runner->timer, runner_closed);
+    vf_runner_t *r = st->runner;
+    if (!r) return;
+    bus_worker_timer_stop(r->timer);
+    cJSON_Delete(r->queue);
+    r->queue = NULL;
     st->runner = NULL;
+    r->closing = 1;
+    if (r->running == 0) free(r);
 }
 
 /* ---- players verified later ------------------------------------------------------- */

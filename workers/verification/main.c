@@ -110,13 +110,16 @@ static int url_setting(bus_worker_t *w, const char *env, char *out, size_t cap, 
 }
 
 static void on_pruned(int status, int64_t count, void *data) {
-    (void)data;
+    vf_state_t *st = data;
     if (status == 0 && count > 0) bus_info(NULL, "forgot %lld old request/event markers", (long long)count);
+    bus_worker_work_end(st->w);
 }
 
-static void on_prune_timer(uv_timer_t *t) {
-    vf_state_t *st = t->data;
-    bus_store_processed_prune(st->store, st->marker_ttl_ms, on_pruned, NULL);
+static void on_prune_timer(bus_worker_timer_t *t, void *data) {
+    (void)t;
+    vf_state_t *st = data;
+    bus_worker_work_begin(st->w);
+    if (bus_store_processed_prune(st->store, st->marker_ttl_ms, on_pruned, st) != 0) bus_worker_work_end(st->w);
 }
 
 static int read_settings(vf_state_t *st, bus_worker_t *w, vf_limiter_opts_t *lo, char *err, size_t errlen) {
@@ -190,13 +193,9 @@ static int vf_init(bus_worker_t *w, char *err, size_t errlen) {
         vf_fini(w);
         return rc;
     }
-    st->prune_timer = malloc(sizeof *st->prune_timer);
-    if (st->prune_timer) {
-        uv_timer_init(bus_worker_loop(w), st->prune_timer);
-        st->prune_timer->data = st;
-        uv_timer_start(st->prune_timer, on_prune_timer, 60 * 1000, 3600 * 1000);
-        uv_unref((uv_handle_t *)st->prune_timer);
-    }
+    /* hourly: forget request/event markers older than BUS_MARKER_TTL_H */
+    if (bus_worker_timer_start(w, 60 * 1000, 3600 * 1000, on_prune_timer, st, &st->prune_timer) != 0)
+        bus_warn(NULL, "no marker pruning timer");
     bus_info(NULL, "game API %s (fallback %s), limit %d per %lld ms shared in Redis", st->api_url,
              st->fallback_url[0] ? st->fallback_url : "none", lo.limit, (long long)lo.window_ms);
     return 0;
@@ -205,7 +204,7 @@ static int vf_init(bus_worker_t *w, char *err, size_t errlen) {
 static void vf_fini(bus_worker_t *w) {
     vf_state_t *st = bus_worker_state(w);
     if (!st) return;
-    if (st->prune_timer) uv_close((uv_handle_t *)st->prune_timer, (uv_close_cb)free);
+    if (st->prune_timer) bus_worker_timer_stop(st->prune_timer);
     vf_runner_free(st);
     bus_http_client_close(st->http, NULL, NULL);
     vf_limiter_free(st->limiter);

@@ -57,7 +57,7 @@ typedef struct vf_state {
     int64_t giftcode_scan_ms, giftcode_progress_ms;
     int giftcode_concurrency;
     int64_t marker_ttl_ms;
-    uv_timer_t *prune_timer;
+    bus_worker_timer_t *prune_timer;
 } vf_state_t;
 
 vf_state_t *vf_state(bus_worker_t *w);
