@@ -54,7 +54,7 @@ static void run_verify(bt_client_t *c, int procs, int calls, int inflight, int f
 
 static void run_limiter(bt_client_t *c, int first) {
     vt_prepare("benchlimit", 15, api);
-    const char *extra[] = {"BUS_GAME_API_LIMIT=20",          "BUS_GAME_API_WINDOW_MS=1000", "BUS_GAME_API_MARGIN_MS=150",
+    const char *extra[] = {"BUS_GAME_API_LIMIT=20",          "BUS_GAME_API_WINDOW_MS=1000", "BUS_GAME_API_MARGIN_MS=300",
                            "BUS_GAME_API_MAX_WAIT_MS=60000", "BUS_VERIFY_ATTEMPTS=0",       "BUS_LOG_LEVEL=error",
                            NULL};
     pid_t w[3];

@@ -230,6 +230,7 @@ static void on_finish_totals(int status, cJSON *totals, void *data) {
         cJSON_Delete(p);
         if (op) bus_op_start(op, 0);
     }
+    bus_worker_work_end(f->st->w);
     free(f);
 }
 
@@ -247,6 +248,7 @@ static void stop_code(vf_state_t *st, const char *code, const char *reason) {
 static void finish_batch(vf_state_t *st, const char *code, const char *reason) {
     finish_t *f = calloc(1, sizeof *f);
     f->st = st;
+    bus_worker_work_begin(st->w);
     snprintf(f->code, sizeof f->code, "%s", code);
     snprintf(f->reason, sizeof f->reason, "%s", reason ? reason : "");
     totals_of(st, code, on_finish_totals, f);
@@ -260,6 +262,11 @@ typedef struct {
     int64_t done;
 } progress_t;
 
+static void progress_free(progress_t *p) {
+    bus_worker_work_end(p->st->w);
+    free(p);
+}
+
 static void on_total_count(int status, int64_t count, void *data) {
     progress_t *p = data;
     if (status == 0) {
@@ -269,7 +276,7 @@ static void on_total_count(int status, int64_t count, void *data) {
         cJSON_AddNumberToObject(d, "total", (double)(count > p->done ? count : p->done));
         bus_worker_publish(p->st->w, "giftcode.progress", d, p->code, NULL, NULL, NULL, NULL);
     }
-    free(p);
+    progress_free(p);
 }
 
 static void on_done_count(int status, int64_t count, void *data) {
@@ -277,7 +284,7 @@ static void on_done_count(int status, int64_t count, void *data) {
     cJSON *where = cJSON_CreateObject();
     cJSON_AddStringToObject(cJSON_AddObjectToObject(where, "user"), "$gt", "");
     p->done = count;
-    if (status != 0 || bus_store_count(p->st->store, VF_COLL_PLAYERS, where, on_total_count, p) != 0) free(p);
+    if (status != 0 || bus_store_count(p->st->store, VF_COLL_PLAYERS, where, on_total_count, p) != 0) progress_free(p);
     cJSON_Delete(where);
 }
 
@@ -287,11 +294,12 @@ static void maybe_progress(vf_runner_t *r, const char *code) {
     r->last_progress = now;
     progress_t *p = calloc(1, sizeof *p);
     p->st = r->st;
+    bus_worker_work_begin(r->st->w); /* every helper below that outlives its call is in-flight work */
     snprintf(p->code, sizeof p->code, "%s", code);
     cJSON *where = cJSON_CreateObject();
     cJSON_AddStringToObject(where, "code", code);
     cJSON_AddStringToObject(where, "status", "done");
-    if (bus_store_count(r->st->store, VF_COLL_REDEMPTIONS, where, on_done_count, p) != 0) free(p);
+    if (bus_store_count(r->st->store, VF_COLL_REDEMPTIONS, where, on_done_count, p) != 0) progress_free(p);
     cJSON_Delete(where);
 }
 
@@ -308,7 +316,7 @@ static void item_end(item_t *it) {
     free(it);
     r->running--;
     if (r->closing) { /* after fini (the drain time ran out): the worker is gone */
-        if (r->running == 0) free(r);
+        if (r->running == 0 && !r->scanning) free(r);
         return;
     }
     runner_pump(r);
@@ -516,6 +524,17 @@ static void item_start(vf_runner_t *r, const char *code, int64_t pid, const char
 
 /* ---- the pass ------------------------------------------------------------------------ */
 
+/* A pass's store read is out: in-flight work, so the drain waits for it and
+ * nothing of the runner is left when fini frees it. */
+static void scan_set(vf_runner_t *r, int on) {
+    if (on == r->scanning) return;
+    r->scanning = on;
+    if (on)
+        bus_worker_work_begin(r->st->w);
+    else
+        bus_worker_work_end(r->st->w);
+}
+
 static void pass_step(vf_runner_t *r);
 
 static void runner_pump(vf_runner_t *r) {
@@ -552,8 +571,15 @@ typedef struct {
 static void on_claims_of_page(int status, const cJSON *docs, const char *next, void *data) {
     page_t *pg = data;
     vf_runner_t *r = pg->r;
+    if (r->closing) { /* after fini (the drain time ran out): nothing of the worker is left */
+        cJSON_Delete(pg->players);
+        free(pg);
+        r->scanning = 0;
+        if (r->running == 0) free(r);
+        return;
+    }
     (void)next;
-    r->scanning = 0;
+    scan_set(r, 0);
     if (status == 0) {
         r->queue = cJSON_CreateArray();
         const cJSON *p;
@@ -588,8 +614,15 @@ static void on_claims_of_page(int status, const cJSON *docs, const char *next, v
 static void on_players_page(int status, const cJSON *docs, const char *next, void *data) {
     page_t *pg = data;
     vf_runner_t *r = pg->r;
-    if (status != 0 || cJSON_GetArraySize(docs) == 0) {
+    if (r->closing) { /* after fini (the drain time ran out): nothing of the worker is left */
+        cJSON_Delete(pg->players);
+        free(pg);
         r->scanning = 0;
+        if (r->running == 0) free(r);
+        return;
+    }
+    if (status != 0 || cJSON_GetArraySize(docs) == 0) {
+        scan_set(r, 0);
         if (status == 0 && r->pass_unclaimed == 0 && r->pass_pending == 0) finish_batch(r->st, r->code, NULL);
         r->code[0] = 0;
         r->cursor[0] = 0;
@@ -607,7 +640,7 @@ static void on_players_page(int status, const cJSON *docs, const char *next, voi
     cJSON_AddStringToObject(range, "$lte", last);
     bus_store_query_t q = {.where = where, .limit = BUS_STORE_MAX_LIMIT};
     if (bus_store_find(r->st->store, VF_COLL_REDEMPTIONS, &q, on_claims_of_page, pg) != 0) {
-        r->scanning = 0;
+        scan_set(r, 0);
         cJSON_Delete(pg->players);
         free(pg);
     }
@@ -620,9 +653,9 @@ static void pass_step(vf_runner_t *r) {
     cJSON *where = cJSON_CreateObject();
     cJSON_AddStringToObject(cJSON_AddObjectToObject(where, "user"), "$gt", "");
     bus_store_query_t q = {.where = where, .limit = 200, .cursor = r->cursor[0] ? r->cursor : NULL};
-    r->scanning = 1;
+    scan_set(r, 1);
     if (bus_store_find(r->st->store, VF_COLL_PLAYERS, &q, on_players_page, pg) != 0) {
-        r->scanning = 0;
+        scan_set(r, 0);
         free(pg);
     }
     cJSON_Delete(where);
@@ -633,18 +666,23 @@ static void pass_step(vf_runner_t *r) {
 static void on_stale_fixed(int status, const cJSON *doc, void *data) {
     (void)status;
     (void)doc;
-    (void)data;
+    bus_worker_work_end(data);
 }
 static void on_stale_deleted(int status, void *data) {
     (void)status;
-    (void)data;
+    bus_worker_work_end(data);
 }
 
 static void on_pending(int status, const cJSON *docs, const char *next, void *data) {
     vf_runner_t *r = data;
+    if (r->closing) { /* after fini (the drain time ran out): nothing of the worker is left */
+        r->scanning = 0;
+        if (r->running == 0) free(r);
+        return;
+    }
     (void)next;
     if (status != 0) {
-        r->scanning = 0;
+        scan_set(r, 0);
         r->code[0] = 0;
         return;
     }
@@ -656,7 +694,9 @@ static void on_pending(int status, const cJSON *docs, const char *next, void *da
         if (vf_doc_int(d, "lease_until") >= now) continue;
         const char *id = vf_doc_str(d, "_id");
         if (strcmp(vf_doc_str(d, "status"), "claimed") == 0) {
-            bus_store_delete(r->st->store, VF_COLL_REDEMPTIONS, id, vf_doc_version(d), on_stale_deleted, NULL);
+            bus_worker_work_begin(r->st->w);
+            if (bus_store_delete(r->st->store, VF_COLL_REDEMPTIONS, id, vf_doc_version(d), on_stale_deleted, r->st->w))
+                bus_worker_work_end(r->st->w);
         } else {
             char at[32];
             bus_now_rfc3339(at);
@@ -669,7 +709,10 @@ static void on_pending(int status, const cJSON *docs, const char *next, void *da
             bus_counter_inc(bus_counter("bus_verification_giftcode_results_total", "Gift-code results recorded",
                                         "result", "interrupted", NULL),
                             1);
-            bus_store_update(r->st->store, VF_COLL_REDEMPTIONS, id, vf_doc_version(d), patch, on_stale_fixed, NULL);
+            bus_worker_work_begin(r->st->w);
+            if (bus_store_update(r->st->store, VF_COLL_REDEMPTIONS, id, vf_doc_version(d), patch, on_stale_fixed,
+                                 r->st->w))
+                bus_worker_work_end(r->st->w);
             cJSON_Delete(patch);
         }
     }
@@ -677,7 +720,7 @@ static void on_pending(int status, const cJSON *docs, const char *next, void *da
     r->cursor[0] = 0;
     if (r->stop_reason[0]) { /* stopped: nothing new is claimed; finished once nothing is in flight */
         if (r->pass_pending == 0) finish_batch(r->st, r->code, r->stop_reason);
-        r->scanning = 0;
+        scan_set(r, 0);
         r->code[0] = 0;
         return;
     }
@@ -686,10 +729,15 @@ static void on_pending(int status, const cJSON *docs, const char *next, void *da
 
 static void on_running_codes(int status, const cJSON *docs, const char *next, void *data) {
     vf_runner_t *r = data;
+    if (r->closing) { /* after fini (the drain time ran out): nothing of the worker is left */
+        r->scanning = 0;
+        if (r->running == 0) free(r);
+        return;
+    }
     (void)next;
     const cJSON *c = status == 0 ? cJSON_GetArrayItem(docs, 0) : NULL;
     if (!c) {
-        r->scanning = 0;
+        scan_set(r, 0);
         return;
     }
     snprintf(r->code, sizeof r->code, "%s", vf_doc_str(c, "_id"));
@@ -701,7 +749,7 @@ static void on_running_codes(int status, const cJSON *docs, const char *next, vo
     cJSON_AddStringToObject(cJSON_AddObjectToObject(where, "status"), "$ne", "done");
     bus_store_query_t q = {.where = where, .limit = BUS_STORE_MAX_LIMIT};
     if (bus_store_find(r->st->store, VF_COLL_REDEMPTIONS, &q, on_pending, r) != 0) {
-        r->scanning = 0;
+        scan_set(r, 0);
         r->code[0] = 0;
     }
     cJSON_Delete(where);
@@ -714,8 +762,8 @@ static void on_tick(bus_worker_timer_t *t, void *data) {
     cJSON *where = cJSON_CreateObject();
     cJSON_AddStringToObject(where, "batch", "running");
     bus_store_query_t q = {.where = where, .sort = "added_ms", .limit = 1};
-    r->scanning = 1;
-    if (bus_store_find(r->st->store, VF_COLL_CODES, &q, on_running_codes, r) != 0) r->scanning = 0;
+    scan_set(r, 1);
+    if (bus_store_find(r->st->store, VF_COLL_CODES, &q, on_running_codes, r) != 0) scan_set(r, 0);
     cJSON_Delete(where);
 }
 
@@ -744,7 +792,7 @@ void vf_runner_free(vf_state_t *st) {
     r->queue = NULL;
     st->runner = NULL;
     r->closing = 1;
-    if (r->running == 0) free(r);
+    if (r->running == 0 && !r->scanning) free(r);
 }
 
 /* ---- players verified later ------------------------------------------------------- */
@@ -755,11 +803,16 @@ typedef struct {
     char code[128];
 } later_t;
 
+static void later_free(later_t *l) {
+    bus_worker_work_end(l->st->w);
+    free(l);
+}
+
 static void on_player_for_code(int status, const cJSON *player, void *data) {
     later_t *l = data;
-    if (status == 0 && l->st->runner && vf_doc_str(player, "user")[0])
+    if (status == 0 && l->st->runner && !bus_worker_draining(l->st->w) && vf_doc_str(player, "user")[0])
         item_start(l->st->runner, l->code, l->pid, vf_doc_str(player, "user"));
-    free(l);
+    later_free(l);
 }
 
 static void on_active_codes(int status, const cJSON *docs, const char *next, void *data) {
@@ -770,22 +823,24 @@ static void on_active_codes(int status, const cJSON *docs, const char *next, voi
             /* the player's document once more: the redemption names its user */
             later_t *one = calloc(1, sizeof *one);
             *one = *l;
+            bus_worker_work_begin(l->st->w);
             snprintf(one->code, sizeof one->code, "%s", vf_doc_str(c, "_id"));
             char id[24];
             snprintf(id, sizeof id, "%lld", (long long)l->pid);
-            if (bus_store_get(l->st->store, VF_COLL_PLAYERS, id, on_player_for_code, one) != 0) free(one);
+            if (bus_store_get(l->st->store, VF_COLL_PLAYERS, id, on_player_for_code, one) != 0) later_free(one);
         }
-    free(l);
+    later_free(l);
 }
 
 void vf_runner_player_verified(vf_state_t *st, int64_t player_id) {
     later_t *l = calloc(1, sizeof *l);
     l->st = st;
     l->pid = player_id;
+    bus_worker_work_begin(st->w);
     cJSON *where = cJSON_CreateObject();
     cJSON_AddStringToObject(where, "status", "active");
     bus_store_query_t q = {.where = where, .limit = 100};
-    if (bus_store_find(st->store, VF_COLL_CODES, &q, on_active_codes, l) != 0) free(l);
+    if (bus_store_find(st->store, VF_COLL_CODES, &q, on_active_codes, l) != 0) later_free(l);
     cJSON_Delete(where);
 }
 
