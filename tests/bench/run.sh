@@ -3,7 +3,7 @@
 #
 #   BUILD=build tests/bench/run.sh
 #
-# Starts a private RabbitMQ + Redis in $BUILD/bench-servers on the 3667x ports,
+# Starts a private RabbitMQ + Redis in $BUILD/bench-servers on the 2667x ports,
 # runs the sections below, prints a header and a table per section, and stops
 # everything it started on exit, error or signal. A section whose program is
 # not built is printed as "skipped (not built yet)". Every program runs under
@@ -16,7 +16,8 @@
 #   3. Schema validation              (bench_schema)
 #   4. Store                          (bench_store)
 #   5. Contention                     (bench_joins against 1-3 bus-alliances processes)
-#   6. Verification                   (bench_verification: its own bus-verification processes + fake game API)
+#   6. Scheduled events               (bench_events against 3 bus-events processes)
+#   7. Verification                   (bench_verification: its own bus-verification processes + fake game API)
 set -uo pipefail
 
 cd "$(dirname "$0")/../.." || exit 1
@@ -24,10 +25,10 @@ BUILD=${BUILD:-build}
 BENCH_BIN=$BUILD/tests/bench
 SRV_DIR=$BUILD/bench-servers
 LOGS=$SRV_DIR/logs
-export BUS_LOCAL_AMQP_PORT=36672 BUS_LOCAL_DIST_PORT=36673 BUS_LOCAL_STREAM_PORT=36674 BUS_LOCAL_REDIS_PORT=36679
+export BUS_LOCAL_AMQP_PORT=26672 BUS_LOCAL_DIST_PORT=26673 BUS_LOCAL_STREAM_PORT=26674 BUS_LOCAL_REDIS_PORT=26679
 export BUS_AMQP_URL="amqp://guest:guest@127.0.0.1:$BUS_LOCAL_AMQP_PORT/"
 export BUS_REDIS_URL="redis://127.0.0.1:$BUS_LOCAL_REDIS_PORT/0"
-HTTP_ADDR=127.0.0.1:36080
+HTTP_ADDR=127.0.0.1:26080
 SECONDS_PER_RUN=${BENCH_SECONDS:-5}   # measured seconds per load run (BENCH_SECONDS overrides)
 INFLIGHTS="1 64"
 mkdir -p "$LOGS"
@@ -455,14 +456,53 @@ else
     note "skipped (not built yet)"
 fi
 
-# ---------------------------------------------------------------- 6. verification
+# ---------------------------------------------------------------- 6. scheduled events
+
+# events.create per second at 64 in flight, then the firing lateness of as
+# many reminders due within 10 s (1k: 100/s, 10k: 1,000/s), 3 bus-events
+# processes on one SQLite store (workers/events/scheduler.c), with the
+# store's default sync=full and with sync=normal (WAL: still safe against
+# SIGKILL, not against power loss). 100k (due within 100 s) with
+# BENCH_EVENTS_100K=1: about 2 x 50,000 creates, minutes on a small machine.
+section "6. Scheduled events: creates/s and firing lateness, 3 bus-events processes"
+if [ -x "$BUILD/bus-events" ] && [ -x "$BENCH_BIN/bench_events" ]; then
+    printf '  %-9s | %-11s | %9s | %9s %9s %9s | %s\n' reminders store "creates/s" "late_p50" "late_p99" "late_max" \
+        "fired/missing/twice"
+    runs="1000:full:10 10000:full:10 10000:normal:10"
+    [ "${BENCH_EVENTS_100K:-0}" = 1 ] && runs="$runs 100000:normal:100"
+    for run in $runs; do
+        IFS=: read -r n sync spread <<<"$run"
+        db="$SRV_DIR/bench-events-$n-$sync.db"
+        rm -f "$db" "$db-wal" "$db-shm"
+        pids=() wraps=()
+        for i in 1 2 3; do
+            start_bg "$LOGS/events_worker_${n}_${sync}_$i.log" $((150 + n / 100)) \
+                env BUS_STORE="sqlite:$db?sync=$sync" BUS_LOG_LEVEL=warn \
+                BUS_EVENTS_MODERATORS=discord:1 "$BUILD/bus-events"
+            wraps+=("$BG_WRAP") pids+=("$BG_PID")
+        done
+        for _ in $(seq 1 30); do [ "$(consumers_on rpc.events)" -ge 3 ] 2>/dev/null && break; sleep 0.5; done
+        out="$LOGS/events_${n}_$sync.out"
+        if run_fg "bench_events ($n, sync=$sync)" $((120 + n / 100)) "$out" \
+            "$BENCH_BIN/bench_events" --reminders "$n" --inflight 64 --spread-s "$spread"; then :; fi
+        line=$(result_line "$out")
+        printf '  %-9s | %-11s | %9s | %9s %9s %9s | %s/%s/%s\n' "$n" "sync=$sync" "$(kv "$line" create_rps)" \
+            "$(kv "$line" late_p50_ms)" "$(kv "$line" late_p99_ms)" "$(kv "$line" late_max_ms)" "$(kv "$line" fired)" \
+            "$(kv "$line" missing)" "$(kv "$line" twice)"
+        for i in "${!wraps[@]}"; do stop_bg "bus-events (bench)" "${wraps[$i]}" "${pids[$i]}"; done
+    done
+else
+    note "skipped (not built yet)"
+fi
+
+# ---------------------------------------------------------------- 7. verification
 
 # bus-verification against the fake game API (tests/support/fake_game_api.h):
 # verifications per second with the game-API limit lifted, 1 and 3 processes;
 # the shared limit's accuracy with 3 processes and 200 requests in flight
 # (limit 20 per 1 s: the most calls the fake saw in any 1 s window, and the
 # calls per window achieved). bench_verification starts the processes itself.
-section "6. Verification: verify/s against the fake game API; the shared limit under 3 processes"
+section "7. Verification: verify/s against the fake game API; the shared limit under 3 processes"
 if [ -x "$BUILD/bus-verification" ] && [ -x "$BENCH_BIN/bench_verification" ]; then
     mkdir -p "$SRV_DIR/verification"
     if run_fg "bench_verification" 120 "$LOGS/verification.out" env BUS_TEST_TMPDIR="$SRV_DIR/verification" \
