@@ -6,6 +6,7 @@
  *   busctl schema check SCHEMA.json [INSTANCE.json|-]
  *   busctl schema list [--dir DIR]
  *   busctl apikey new --id NAME --scopes SCOPE[,SCOPE...]
+ *   busctl giftcodes redeem CODE | busctl players refresh ...  (cli_giftcodes.c)
  *
  * Exit codes: 0 success; 1 an error reply / invalid instance; 2 usage or
  * connection errors. The broker is BUS_AMQP_URL (or --amqp-url URL).
@@ -36,6 +37,8 @@ static int usage(void) {
             "  busctl schema check SCHEMA.json [INSTANCE.json|-]   validate an instance (0 valid, 1 invalid, 2 error)\n"
             "  busctl schema list [--dir DIR]                      event types and methods with their schema files\n"
             "  busctl apikey new --id NAME --scopes S1,S2          make an API key for the HTTP edge\n"
+            "  busctl giftcodes redeem CODE [--note TEXT]          add a gift code, show its redemption live\n"
+            "  busctl players refresh (--state N | ID...)          refresh verified players, with a progress bar\n"
             "options: --amqp-url URL (default $BUS_AMQP_URL or amqp://guest:guest@127.0.0.1:5672/)\n"
             "         --help, --version\n");
     return 2;
@@ -313,5 +316,7 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "status") == 0) return cmd_status(rest, args);
     if (strcmp(cmd, "schema") == 0) return bus_cli_schema(rest, args);
     if (strcmp(cmd, "apikey") == 0) return bus_cli_apikey(rest, args);
+    if (strcmp(cmd, "giftcodes") == 0) return bus_cli_giftcodes(rest, args, amqp_url);
+    if (strcmp(cmd, "players") == 0) return bus_cli_players(rest, args, amqp_url);
     return usage();
 }

@@ -13,5 +13,8 @@ int bus_cli_schema(int argc, char **argv);
 int bus_cli_check_event(const char *type, const cJSON *data, char *err, size_t errlen);
 /* busctl apikey new --id NAME --scopes S1,S2 */
 int bus_cli_apikey(int argc, char **argv);
+/* busctl giftcodes redeem CODE / busctl players refresh ... with a progress bar (cli_giftcodes.c) */
+int bus_cli_giftcodes(int argc, char **argv, const char *amqp_url);
+int bus_cli_players(int argc, char **argv, const char *amqp_url);
 
 #endif
