@@ -50,7 +50,10 @@
 typedef struct bus_conn bus_conn_t;
 
 typedef struct bus_conn_options {
-    const char *url;           /* amqp://user:pass@host:port/vhost (copied) */
+    const char *url;           /* amqp://user:pass@host:port/vhost (copied), or several separated
+                                * by commas (the nodes of a cluster): each connect attempt takes
+                                * the next one, so a reconnect fails over to another node, and
+                                * bus_conn_connect_now tries each once */
     const char *name;          /* connection_name shown in the management UI (copied) */
     int heartbeat_s;           /* default 10; 0 = default */
     uint16_t prefetch;         /* basic.qos on channel 1; 0 = unlimited */
