@@ -25,8 +25,6 @@ set -euo pipefail
 cmd=${1:-}
 arg=${2:-}
 dir=${3:-var/cluster}
-base=${BUS_CLUSTER_PORT_BASE:-36000}
-epmd_port=$((base + 59))
 RABBIT=/usr/lib/rabbitmq/bin
 
 usage() {
@@ -36,6 +34,10 @@ usage() {
 [ -n "$cmd" ] && [[ "$arg" =~ ^[1-5]$ ]] || usage
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
+# the cluster keeps the ports it started with (recorded in DIR)
+base=$(cat "$dir/port_base" 2>/dev/null || echo "${BUS_CLUSTER_PORT_BASE:-36000}")
+[ "$cmd" = start ] && base=${BUS_CLUSTER_PORT_BASE:-$base}
+epmd_port=$((base + 59))
 
 amqp_port() { echo $((base + 10 * ($1 - 1))); }
 node_name() { echo "c${base}n$1@localhost"; }
@@ -170,6 +172,7 @@ await_node() { # I
 start_cluster() { # N
     local n=$1 i
     echo "$n" > "$dir/nodes"
+    echo "$base" > "$dir/port_base"
     [ -f "$dir/.erlang.cookie" ] || { head -c 20 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$dir/.erlang.cookie"; chmod 400 "$dir/.erlang.cookie"; }
     start_epmd
     for i in $(seq 1 "$n"); do launch_node "$i"; done
