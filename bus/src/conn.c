@@ -907,6 +907,8 @@ static void teardown(bus_conn_t *c, int err, const char *why) {
     if (err != 0) schedule_reconnect(c);
 }
 
+void bus_conn_drop(bus_conn_t *c, const char *why) { teardown(c, BUS_EUNAVAILABLE, why); }
+
 void bus_conn_close(bus_conn_t *c, void (*cb)(void *), void *data) {
     if (c->closing) return;
     c->closing = 1;
