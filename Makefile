@@ -59,6 +59,10 @@ CLUSTER_BINS := $(patsubst %.c,$(BUILD)/%,$(sort $(wildcard tests/cluster/test_*
 test-cluster: deps
 	@$(MAKE) --no-print-directory all $(CLUSTER_BINS)
 	@BUILD=$(BUILD) tests/cluster/run.sh
+# deploy/ files checked (systemd-analyze, YAML, Kubernetes schemas, dashboard metrics); also run by `make test`
+.PHONY: test-deploy
+test-deploy: all
+	@BUILD=$(BUILD) tests/deploy/test_deploy.sh
 # ---- end cluster suite
 
 .PHONY: all deps test unit sanitize fuzz bench run install clean programs tests
