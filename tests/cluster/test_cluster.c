@@ -333,7 +333,13 @@ static void burst_and_kill(bt_client_t *c, int phase, int victim) {
     b.phase = phase;
     uv_timer_init(&c->loop, &b.timer);
     uv_timer_start(&b.timer, on_tick, 5, 5);
-    run_for(c, 1500);
+    /* calls flow before the kill (a second's worth at least) */
+    double flowing_end = bt_now_ms() + 30000;
+    while (b.ok < 200 && bt_now_ms() < flowing_end) run_for(c, 100);
+    run_for(c, 500);
+    if (b.ok == 0)
+        fprintf(stderr, "  phase %d: no call answered before the kill: %d timeout, %d unavailable\n", phase, b.timeout,
+                b.unavailable);
     CHECK(b.ok > 0);
     int ok_before = b.ok;
     fprintf(stderr, "  phase %d: %d calls answered before the kill; SIGKILL node %d\n", phase, ok_before, victim);
