@@ -522,7 +522,7 @@ int bus_conn_new(uv_loop_t *loop, const bus_conn_options_t *opts, bus_conn_t **o
         int at = url_at(list, nurls, one, sizeof one);
         if (at == -1) break;
         if (at != 0 || amqp_parse_url(one, &info) != AMQP_STATUS_OK) {
-            snprintf(one, sizeof one, "%.300s", list);
+            if (at != 0 || url_at(list, nurls, one, sizeof one) != 0) snprintf(one, sizeof one, "%.300s", list);
             snprintf(err, errlen, "BUS_AMQP_URL: cannot parse \"%.300s\" (expected amqp://user:pass@host:port/vhost, "
                      "or several of them separated by commas)", one);
             return BUS_EBAD_REQUEST;
