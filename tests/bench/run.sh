@@ -454,6 +454,11 @@ else
     note "skipped (not built yet)"
 fi
 
+# ---------------------------------------------------------------- report with plots
+# build/bench/report.md and its PNGs: a script of its own (tests/bench/report.sh)
+section "Report with plots"
+BUILD=$BUILD tests/bench/report.sh || note "tests/bench/report.sh failed"
+
 echo
 if [ $CRASHED = 1 ]; then
     echo "bench: FAILED (a program crashed; logs in $LOGS)"
