@@ -63,6 +63,11 @@ test-cluster: deps
 .PHONY: test-deploy
 test-deploy: all
 	@BUILD=$(BUILD) tests/deploy/test_deploy.sh
+# a mixed load over every domain for SOAK_MIN minutes; fails on RSS/fd growth (tests/soak/run.sh)
+.PHONY: soak
+soak: deps
+	@$(MAKE) --no-print-directory all $(BENCH_BINS)
+	@BUILD=$(BUILD) SOAK_MIN=$(or $(SOAK_MIN),10) tests/soak/run.sh
 # ---- end cluster suite
 
 .PHONY: all deps test unit sanitize fuzz bench run install clean programs tests
