@@ -5,7 +5,7 @@
 #   - the five domain programs and the edge run for the whole soak;
 #   - every minute, each domain takes RPC calls (bench_rpc, 8 in flight each,
 #     all five at once: alliances.ping, verification.ping, ...) and events
-#     are published (busctl publish); the p99 of each domain is printed per
+#     are published (busctl publish) and the edge is asked /api/v1/health; the p99 of each domain is printed per
 #     minute;
 #   - the RSS and open fds of every program are read at the start (after one
 #     warm-up minute of the same load) and at the end.
@@ -64,7 +64,7 @@ kv() { awk -v k="$2" '{for(i=1;i<=NF;i++) if(index($i,k"=")==1){print substr($i,
 rss_kb() { awk '$1=="VmRSS:"{print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 fds() { ls "/proc/$1/fd" 2>/dev/null | wc -l; }
 
-errors=0 events_failed=0
+errors=0 events_failed=0 http_failed=0
 # one minute of load: every domain at once, and events; prints the p99s
 minute() { # label
     local d line loads=()
@@ -74,6 +74,9 @@ minute() { # label
         loads+=("$!")
     done
     for i in $(seq 1 20); do
+        for _ in 1 2 3 4 5; do   # the edge too
+            curl -sf -o /dev/null "http://127.0.0.1:$((base + 8))/api/v1/health" || http_failed=$((http_failed + 1))
+        done
         "$BUILD/busctl" publish user.forgotten "{\"user\":\"telegram:9$RANDOM$i\"}" > /dev/null 2>&1 || events_failed=$((events_failed + 1))
         sleep 2
     done
@@ -105,5 +108,6 @@ for p in $(printf '%s\n' "${!PID[@]}" | sort); do
 done
 [ $errors = 0 ] || { echo "  calls failed in $errors domain-minutes"; fail=1; }
 [ $events_failed = 0 ] || { echo "  $events_failed events were not confirmed"; fail=1; }
+[ $http_failed = 0 ] || { echo "  $http_failed requests to the edge failed"; fail=1; }
 if [ $fail = 1 ]; then echo "soak: FAILED"; exit 1; fi
 echo "soak: passed (RSS within ${RSS_PCT}% + 2 MB, fds within $FDS of their start)"
