@@ -20,7 +20,7 @@ typedef struct {
 
 #define OFF(f) offsetof(bus_config_t, f)
 static const setting_t settings[] = {
-    {"BUS_AMQP_URL", "--amqp-url", "amqp://guest:guest@127.0.0.1:5672/", "RabbitMQ URL", KIND_STRING, 0, 0, OFF(amqp_url)},
+    {"BUS_AMQP_URL", "--amqp-url", "amqp://guest:guest@127.0.0.1:5672/", "RabbitMQ URL, or several separated by commas (failover)", KIND_STRING, 0, 0, OFF(amqp_url)},
     {"BUS_REDIS_URL", "--redis-url", "redis://127.0.0.1:6379/0", "Redis URL", KIND_STRING, 0, 0, OFF(redis_url)},
     {"BUS_STORE", "--store", "sqlite:var/bus.db", "store: sqlite:PATH or mongodb://...", KIND_STRING, 0, 0, OFF(store)},
     {"BUS_HTTP_ADDR", "--http-addr", "127.0.0.1:8080", "HTTP listen address (gateway)", KIND_ADDR, 0, 0, OFF(http_addr)},

@@ -527,6 +527,10 @@ if [ -x "$BUILD/bus-verification" ] && [ -x "$BENCH_BIN/bench_verification" ]; t
 else
     note "skipped (not built yet)"
 fi
+# ---------------------------------------------------------------- report with plots
+# build/bench/report.md and its PNGs: a script of its own (tests/bench/report.sh)
+section "Report with plots"
+BUILD=$BUILD tests/bench/report.sh || note "tests/bench/report.sh failed"
 
 echo
 if [ $CRASHED = 1 ]; then

@@ -2,7 +2,8 @@
  * flag of the same meaning (the flag wins). A bad value is reported at start
  * naming the variable, never a crash later.
  *
- *   BUS_AMQP_URL        --amqp-url      amqp://guest:guest@127.0.0.1:5672/
+ *   BUS_AMQP_URL        --amqp-url      amqp://guest:guest@127.0.0.1:5672/  (a comma-separated list of
+ *                                       a cluster's nodes fails over: see bus/conn.h)
  *   BUS_REDIS_URL       --redis-url     redis://127.0.0.1:6379/0
  *   BUS_STORE           --store         sqlite:var/bus.db  (or mongodb://...)
  *   BUS_HTTP_ADDR       --http-addr     127.0.0.1:8080
