@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "bus/error.h"
 #include "bus/log.h"
@@ -36,6 +37,44 @@ static const setting_t settings[] = {
     {"BUS_HEARTBEAT_S", "--heartbeat-s", "10", "AMQP heartbeat interval", KIND_INT, 1, 600, OFF(heartbeat_s)},
 };
 #define NSETTINGS (sizeof settings / sizeof settings[0])
+
+/* Where `make install` put the schemas (the Makefile passes
+ * -DBUS_DATADIR=$(PREFIX)/share/bus). */
+#ifndef BUS_DATADIR
+#define BUS_DATADIR "/usr/local/share/bus"
+#endif
+
+int bus_config_in_checkout(void) {
+    struct stat st;
+    return stat("schemas", &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+const char *bus_config_default_schemas_dir(void) {
+    return bus_config_in_checkout() ? "schemas" : BUS_DATADIR "/schemas";
+}
+
+const char *bus_config_state_dir(void) {
+    static char dir[1024];
+    const char *xdg = getenv("XDG_STATE_HOME"), *home = getenv("HOME");
+    if (xdg && *xdg == '/') snprintf(dir, sizeof dir, "%s/bus", xdg);
+    else if (home && *home == '/') snprintf(dir, sizeof dir, "%s/.local/state/bus", home);
+    else snprintf(dir, sizeof dir, "/var/lib/bus");
+    return dir;
+}
+
+const char *bus_config_default_store(void) {
+    static char store[1100];
+    if (bus_config_in_checkout()) return "sqlite:var/bus.db";
+    snprintf(store, sizeof store, "sqlite:%s/bus.db", bus_config_state_dir());
+    return store;
+}
+
+/* The default of setting i: the data places depend on where the program runs. */
+static const char *default_of(size_t i) {
+    if (settings[i].offset == OFF(schemas_dir)) return bus_config_default_schemas_dir();
+    if (settings[i].offset == OFF(store)) return bus_config_default_store();
+    return settings[i].def;
+}
 
 int bus_parse_host_port(const char *addr, char *host, size_t hostlen, int *port) {
     if (!addr || !*addr) return -1;
@@ -122,7 +161,7 @@ static void usage(const char *program, const char *summary, bus_config_extra_t *
            program);
     for (size_t i = 0; i < NSETTINGS; i++)
         printf("  %-18s %-20s %s (default: %s)\n", settings[i].flag, settings[i].env, settings[i].help,
-               *settings[i].def ? settings[i].def : "unset");
+               *default_of(i) ? default_of(i) : "unset");
     for (size_t i = 0; i < nextras; i++)
         printf("  %-18s %-20s %s (default: %s)\n", extras[i].flag, extras[i].env, extras[i].help,
                extras[i].default_value && *extras[i].default_value ? extras[i].default_value : "unset");
@@ -135,7 +174,7 @@ int bus_config_load(bus_config_t *cfg, int argc, char **argv, const char *progra
     memset(cfg, 0, sizeof *cfg);
     for (size_t i = 0; i < NSETTINGS; i++) {
         const char *env = getenv(settings[i].env);
-        int rc = apply(cfg, &settings[i], settings[i].def, settings[i].env, err, errlen);
+        int rc = apply(cfg, &settings[i], default_of(i), settings[i].env, err, errlen);
         if (rc == 0 && env) rc = apply(cfg, &settings[i], env, settings[i].env, err, errlen);
         if (rc != 0) return rc;
     }
