@@ -167,8 +167,11 @@ static const char *hdr(const bus_msg_t *m, const char *key) {
 /* What it was: the original routing key (event type or service.method). */
 static const char *kind_of(const bus_msg_t *m) {
     const char *k = bus_msg_header(m, BUS_HDR_ROUTING_KEY);
-    if (k && *k) return k;
-    return *m->type ? m->type : m->routing_key;
+    /* a retried event came back through its queue: the key is a queue name */
+    int queue_name = k && (strncmp(k, "events.", 7) == 0 || strncmp(k, "rpc.", 4) == 0);
+    if (k && *k && !queue_name) return k;
+    if (*m->type) return m->type;
+    return k && *k ? k : m->routing_key;
 }
 
 static void age_text(int64_t ts, char *out, size_t len) {

@@ -13,7 +13,8 @@
  *
  *   busctl events --bindings [--json]
  *       For every event type with a schema (schemas/events, BUS_SCHEMAS_DIR),
- *       the services whose events.<service> queue receives it, so that a bot
+ *       the services (the five domains and every service with a file in
+ *       schemas/rpc) whose events.<service> queue receives it, so that a bot
  *       author sees when a type goes nowhere. Plain AMQP cannot list the
  *       bindings of an exchange (that needs the management plugin, which the
  *       platform does not require), so busctl asks each service: a worker's
@@ -46,7 +47,9 @@ typedef struct {
     long count, seen;
     int done;
     int pending;
-    cJSON *subs[16]; /* per bus_domains[i]: its ping's subscriptions (owned), NULL when it did not answer */
+    const char *services[64]; /* the domains, then the services of schemas/rpc (names owned by the registry) */
+    int nservices;
+    cJSON *subs[64]; /* per services[i]: its ping's subscriptions (owned), NULL when it did not answer */
 } ev_t;
 
 static int events_usage(void) {
@@ -177,6 +180,12 @@ static void on_ping(int status, const char *reply, size_t len, void *data) {
     free(p);
 }
 
+static void add_service(ev_t *e, const char *s) {
+    for (int i = 0; i < e->nservices; i++)
+        if (strcmp(e->services[i], s) == 0) return;
+    if (e->nservices < 64) e->services[e->nservices++] = s;
+}
+
 static int bindings(ev_t *e) {
     const char *dir = bus_cli_schemas_dir();
     char err[512];
@@ -185,17 +194,22 @@ static int bindings(ev_t *e) {
         fprintf(stderr, "busctl: schemas (%s): %s\n", dir, err);
         return 2;
     }
+    for (int i = 0; bus_domains[i]; i++) add_service(e, bus_domains[i]);
+    for (size_t i = 0; i < bus_schema_registry_method_count(reg); i++) {
+        const char *s = NULL;
+        if (bus_schema_registry_method_at(reg, i, &s, NULL, NULL, NULL, NULL) == 0 && s) add_service(e, s);
+    }
     int rc = connect_to(e, 1);
-    for (int i = 0; rc == 0 && bus_domains[i] && i < 16; i++) {
+    for (int i = 0; rc == 0 && i < e->nservices; i++) {
         char q[96];
         uint32_t consumers = 0;
-        bus_queue_name(q, sizeof q, "events", bus_domains[i]);
+        bus_queue_name(q, sizeof q, "events", e->services[i]);
         if (bus_conn_queue_info(e->conn, q, NULL, &consumers) != 0 || consumers == 0) continue;
         ping_t *p = malloc(sizeof *p);
         if (!p) continue;
         *p = (ping_t){e, i};
         bus_rpc_call_opts_t opts = {.timeout_ms = 2000, .caller = "busctl"};
-        if (bus_rpc_call(e->rpc, bus_domains[i], "ping", "{}", 2, &opts, on_ping, p) == 0) e->pending++;
+        if (bus_rpc_call(e->rpc, e->services[i], "ping", "{}", 2, &opts, on_ping, p) == 0) e->pending++;
         else free(p);
     }
     while (rc == 0 && e->pending > 0 && uv_run(&e->loop, UV_RUN_ONCE)) {
@@ -209,13 +223,13 @@ static int bindings(ev_t *e) {
         cJSON_AddStringToObject(o, "type", type);
         cJSON *by = cJSON_AddArrayToObject(o, "consumed_by");
         char line[512] = "";
-        for (int i = 0; bus_domains[i] && i < 16; i++) {
+        for (int i = 0; i < e->nservices; i++) {
             const cJSON *s;
             cJSON_ArrayForEach(s, e->subs[i]) {
                 if (cJSON_IsString(s) && bus_topic_matches(s->valuestring, type)) {
-                    cJSON_AddItemToArray(by, cJSON_CreateString(bus_domains[i]));
+                    cJSON_AddItemToArray(by, cJSON_CreateString(e->services[i]));
                     size_t l = strlen(line);
-                    snprintf(line + l, sizeof line - l, "%s%s", l ? ", " : "", bus_domains[i]);
+                    snprintf(line + l, sizeof line - l, "%s%s", l ? ", " : "", e->services[i]);
                     break;
                 }
             }
@@ -225,7 +239,7 @@ static int bindings(ev_t *e) {
     }
     if (rc == 0 && e->json) bus_cli_print_json(out);
     cJSON_Delete(out);
-    for (int i = 0; i < 16; i++) cJSON_Delete(e->subs[i]);
+    for (int i = 0; i < e->nservices; i++) cJSON_Delete(e->subs[i]);
     bus_schema_registry_free(reg);
     return rc;
 }

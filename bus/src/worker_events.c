@@ -118,10 +118,9 @@ void bus__worker_dead_letter(bus_worker_t *w, bus_msg_t *msg, const char *reason
         {BUS_HDR_DEAD_QUEUE, strlen(BUS_HDR_DEAD_QUEUE), w->q_events, strlen(w->q_events)},
         {BUS_HDR_ROUTING_KEY, strlen(BUS_HDR_ROUTING_KEY), queue, strlen(queue)},
     };
-    size_t slen = strlen(w->def->service);
-    /* an RPC request: through bus.rpc ("<s>.<method>") or straight to rpc.<s> */
-    if ((strncmp(msg->routing_key, w->def->service, slen) == 0 && msg->routing_key[slen] == '.') ||
-        strcmp(msg->routing_key, w->q_rpc) == 0) {
+    /* an RPC request: through bus.rpc ("<s>.<method>") or straight to rpc.<s>
+     * (an event type may start with the service's name: the exchange tells) */
+    if (strcmp(msg->exchange, BUS_EXCHANGE_RPC) == 0 || strcmp(msg->routing_key, w->q_rpc) == 0) {
         extra[1].value = w->q_rpc;
         extra[1].value_len = strlen(w->q_rpc);
     }
