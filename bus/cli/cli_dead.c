@@ -86,9 +86,12 @@ static void find_id(const bus_msg_t *m, char *out, size_t len) {
     cJSON_Delete(doc);
 }
 
+/* Deliveries may be handled in the loop's prepare phase (frames rabbitmq-c
+ * had buffered): uv_stop, or the turn would then sleep until the next timer. */
 static void stop_collecting(dq_t *q) {
     q->collecting = 0;
     uv_timer_stop(&q->idle);
+    uv_stop(&q->loop);
 }
 
 static void on_idle(uv_timer_t *t) { stop_collecting(t->data); }
@@ -266,7 +269,7 @@ typedef struct {
 
 static void on_audited(int status, void *data) {
     dq_t *q = data;
-    q->pending--;
+    if (--q->pending == 0) uv_stop(&q->loop);
     if (status != 0) fprintf(stderr, "busctl: the deadletter.replayed event was not confirmed: %s\n", bus_strerror(status));
 }
 
@@ -291,7 +294,7 @@ static void audit_replay(dq_t *q, const dead_t *d, const char *queue) {
 static void on_replayed(int status, void *data) {
     replay_t *r = data;
     dq_t *q = r->q;
-    q->pending--;
+    if (--q->pending == 0) uv_stop(&q->loop); /* (audit_replay below may add one) */
     if (status == 0) {
         const char *queue = hdr(r->d->msg, BUS_HDR_DEAD_QUEUE);
         audit_replay(q, r->d, queue);

@@ -121,12 +121,16 @@ static void on_event(bus_msg_t *m, void *data) {
     }
     fflush(stdout);
     bus_msg_free(m);
-    if (e->count > 0 && ++e->seen >= e->count) e->done = 1;
+    if (e->count > 0 && ++e->seen >= e->count) {
+        e->done = 1;
+        uv_stop(&e->loop); /* this may run in the prepare phase: do not sleep after it */
+    }
 }
 
 static void on_stop_signal(uv_signal_t *s, int signum) {
     (void)signum;
     ((ev_t *)s->data)->done = 1;
+    uv_stop(s->loop);
 }
 
 static int watch(ev_t *e, const char *pattern) {
@@ -169,7 +173,7 @@ typedef struct {
 static void on_ping(int status, const char *reply, size_t len, void *data) {
     ping_t *p = data;
     ev_t *e = p->e;
-    e->pending--;
+    if (--e->pending == 0) uv_stop(&e->loop);
     cJSON *doc = NULL;
     int ok = 0;
     if (status == 0 && bus_rpc_reply_parse(reply, len, &doc, &ok, NULL, NULL, NULL) == 0 && ok) {
