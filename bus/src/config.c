@@ -5,7 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "bus/error.h"
 #include "bus/log.h"
@@ -50,7 +52,23 @@ int bus_config_in_checkout(void) {
 }
 
 const char *bus_config_default_schemas_dir(void) {
-    return bus_config_in_checkout() ? "schemas" : BUS_DATADIR "/schemas";
+    if (bus_config_in_checkout()) return "schemas";
+    /* an installed tree that was moved (or staged with DESTDIR): the schemas
+     * next to the program, <bin>/../share/bus/schemas, before the compiled-in place */
+    static char near[PATH_MAX + 32];
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = '\0';
+        char *slash = strrchr(exe, '/');
+        if (slash) {
+            *slash = '\0';
+            snprintf(near, sizeof near, "%s/../share/bus/schemas", exe);
+            struct stat st;
+            if (stat(near, &st) == 0 && S_ISDIR(st.st_mode)) return near;
+        }
+    }
+    return BUS_DATADIR "/schemas";
 }
 
 const char *bus_config_state_dir(void) {

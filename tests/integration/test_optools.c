@@ -432,7 +432,68 @@ static void test_gateway_metrics_count_dead_letters(void) {
     unlink(log);
 }
 
+/* Item 5: make install into a DESTDIR; the installed programs, run from
+ * another directory, find the installed schemas and keep their store in the
+ * state directory, not in the working directory. */
+static void test_make_install_runs_from_elsewhere(void) {
+    char root[600], cmd[4096], out[65536];
+    snprintf(root, sizeof root, "%s/install-%d", tmpdir(), getpid());
+    snprintf(cmd, sizeof cmd, "rm -rf %s && mkdir -p %s/elsewhere %s/home && make --no-print-directory install "
+             "DESTDIR=%s PREFIX=/usr/local BUILD=%s > %s/install.log 2>&1", root, root, root, root, build_dir(), root);
+    CHECK_INT(system(cmd), 0);
+    snprintf(cmd, sizeof cmd, "test -x %s/usr/local/bin/busctl -a -x %s/usr/local/bin/bus-alliances -a "
+             "-f %s/usr/local/share/bus/schemas/rpc/alliances.create.json", root, root, root);
+    CHECK_INT(system(cmd), 0);
+    const char *clean_env = "env -u BUS_SCHEMAS_DIR -u BUS_STORE -u XDG_STATE_HOME";
+    snprintf(cmd, sizeof cmd, "cd %s/elsewhere && %s HOME=%s/home %s/usr/local/bin/busctl schema list", root,
+             clean_env, root, root);
+    CHECK_INT(run(cmd, out, sizeof out), 0);
+    CHECK_CONTAINS(out, "alliances.create");
+    snprintf(cmd, sizeof cmd, "cd %s/elsewhere && %s HOME=%s/home %s/usr/local/bin/bus-alliances --help", root,
+             clean_env, root, root);
+    CHECK_INT(run(cmd, out, sizeof out), 0);
+    char want[800];
+    snprintf(want, sizeof want, "sqlite:%s/home/.local/state/bus/bus.db", root);
+    CHECK_CONTAINS(out, want);
+    CHECK_CONTAINS(out, "/share/bus/schemas");
+    /* the worker runs from there: it answers, its store is in the state dir */
+    snprintf(cmd, sizeof cmd, "cd %s/elsewhere && exec %s HOME=%s/home %s/usr/local/bin/bus-alliances", root,
+             clean_env, root, root);
+    char *argv[] = {"/bin/sh", "-c", cmd, NULL};
+    char log[700];
+    snprintf(log, sizeof log, "%s/alliances.log", root);
+    pid_t w = bt_spawn_program(argv, NULL, log);
+    CHECK_INT(bt_wait_ping("alliances", 20000), 0);
+    snprintf(cmd, sizeof cmd, "test -f %s/home/.local/state/bus/bus.db -a ! -e %s/elsewhere/var", root, root);
+    CHECK_INT(system(cmd), 0);
+    bt_kill(w, SIGTERM);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", root);
+    CHECK_INT(system(cmd), 0);
+}
+
+/* Item 6: --help on stdout with every command and option; JSON compact on
+ * a pipe and indented on a terminal. */
+static void test_busctl_help_and_json_output(void) {
+    char cmd[1024], out[16384];
+    snprintf(cmd, sizeof cmd, "%s/busctl --help 2>/dev/null", build_dir());
+    CHECK_INT(run(cmd, out, sizeof out), 0);
+    const char *want[] = {"call SERVICE METHOD", "--timeout", "publish TYPE", "--source", "--subject",
+                          "--correlation-id", "status [--json]", "dead list", "dead show", "dead replay",
+                          "dead purge", "--yes", "events [PATTERN]", "--bindings", "schema check", "schema list",
+                          "--dir", "apikey new", "--scopes", "--amqp-url", "--version", NULL};
+    for (int i = 0; want[i]; i++) CHECK_CONTAINS(out, want[i]);
+    snprintf(cmd, sizeof cmd, "%s/busctl status --json", build_dir());
+    CHECK_INT(run(cmd, out, sizeof out), 0);
+    CHECK(out[0] == '[' && strchr(out, '\n') == out + strlen(out) - 1); /* one line on a pipe */
+    snprintf(cmd, sizeof cmd, "script -qec '%s/busctl status --json' /dev/null", build_dir());
+    if (system("command -v script > /dev/null") != 0) SKIP("no script(1) for a terminal");
+    CHECK_INT(run(cmd, out, sizeof out), 0);
+    CHECK_CONTAINS(out, "\t\"service\":\t"); /* indented on a terminal */
+}
+
 BUS_TESTS({"dead_letters_list_show_replay_purge", test_dead_letters_list_show_replay_purge, 90},
           {"unknown_service_answered_at_once", test_unknown_service_answered_at_once, 40},
           {"events_watch_and_bindings", test_events_watch_and_bindings, 60},
-          {"gateway_metrics_count_dead_letters", test_gateway_metrics_count_dead_letters, 40})
+          {"gateway_metrics_count_dead_letters", test_gateway_metrics_count_dead_letters, 40},
+          {"make_install_runs_from_elsewhere", test_make_install_runs_from_elsewhere, 120},
+          {"busctl_help_and_json_output", test_busctl_help_and_json_output, 30})

@@ -67,7 +67,9 @@ int bus_config_load(bus_config_t *cfg, int argc, char **argv, const char *progra
 void bus_config_free(bus_config_t *cfg);
 /* 1 when the working directory has a schemas/ folder (a checkout). */
 int bus_config_in_checkout(void);
-/* "schemas" in a checkout, else BUS_DATADIR "/schemas" (compiled in). Static. */
+/* "schemas" in a checkout, else <the program's folder>/../share/bus/schemas
+ * when it exists (an installed tree, even moved or staged with DESTDIR), else
+ * BUS_DATADIR "/schemas" (compiled in: $(PREFIX)/share/bus). Static. */
 const char *bus_config_default_schemas_dir(void);
 /* "sqlite:var/bus.db" in a checkout, else "sqlite:<state dir>/bus.db". Static buffer. */
 const char *bus_config_default_store(void);
