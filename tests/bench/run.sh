@@ -16,6 +16,7 @@
 #   3. Schema validation              (bench_schema)
 #   4. Store                          (bench_store)
 #   5. Contention                     (bench_joins against 1-3 bus-alliances processes)
+#   6. Scheduled events               (bench_events against 3 bus-events processes)
 set -uo pipefail
 
 cd "$(dirname "$0")/../.." || exit 1
@@ -449,6 +450,45 @@ if [ -x "$BUILD/bus-alliances" ] && [ -x "$BENCH_BIN/bench_joins" ]; then
                 "$(kv "$line" p99_ms)" "$(kv "$line" refused)" "$(kv "$line" errors)"
         done
         for i in "${!wraps[@]}"; do stop_bg "bus-alliances (joins)" "${wraps[$i]}" "${pids[$i]}"; done
+    done
+else
+    note "skipped (not built yet)"
+fi
+
+# ---------------------------------------------------------------- 6. scheduled events
+
+# events.create per second at 64 in flight, then the firing lateness of as
+# many reminders due within 10 s (1k: 100/s, 10k: 1,000/s), 3 bus-events
+# processes on one SQLite store (workers/events/scheduler.c), with the
+# store's default sync=full and with sync=normal (WAL: still safe against
+# SIGKILL, not against power loss). 100k (due within 100 s) with
+# BENCH_EVENTS_100K=1: about 2 x 50,000 creates, minutes on a small machine.
+section "6. Scheduled events: creates/s and firing lateness, 3 bus-events processes"
+if [ -x "$BUILD/bus-events" ] && [ -x "$BENCH_BIN/bench_events" ]; then
+    printf '  %-9s | %-11s | %9s | %9s %9s %9s | %s\n' reminders store "creates/s" "late_p50" "late_p99" "late_max" \
+        "fired/missing/twice"
+    runs="1000:full:10 10000:full:10 10000:normal:10"
+    [ "${BENCH_EVENTS_100K:-0}" = 1 ] && runs="$runs 100000:normal:100"
+    for run in $runs; do
+        IFS=: read -r n sync spread <<<"$run"
+        db="$SRV_DIR/bench-events-$n-$sync.db"
+        rm -f "$db" "$db-wal" "$db-shm"
+        pids=() wraps=()
+        for i in 1 2 3; do
+            start_bg "$LOGS/events_worker_${n}_${sync}_$i.log" $((150 + n / 100)) \
+                env BUS_STORE="sqlite:$db?sync=$sync" BUS_LOG_LEVEL=warn \
+                BUS_EVENTS_MODERATORS=discord:1 "$BUILD/bus-events"
+            wraps+=("$BG_WRAP") pids+=("$BG_PID")
+        done
+        for _ in $(seq 1 30); do [ "$(consumers_on rpc.events)" -ge 3 ] 2>/dev/null && break; sleep 0.5; done
+        out="$LOGS/events_${n}_$sync.out"
+        if run_fg "bench_events ($n, sync=$sync)" $((120 + n / 100)) "$out" \
+            "$BENCH_BIN/bench_events" --reminders "$n" --inflight 64 --spread-s "$spread"; then :; fi
+        line=$(result_line "$out")
+        printf '  %-9s | %-11s | %9s | %9s %9s %9s | %s/%s/%s\n' "$n" "sync=$sync" "$(kv "$line" create_rps)" \
+            "$(kv "$line" late_p50_ms)" "$(kv "$line" late_p99_ms)" "$(kv "$line" late_max_ms)" "$(kv "$line" fired)" \
+            "$(kv "$line" missing)" "$(kv "$line" twice)"
+        for i in "${!wraps[@]}"; do stop_bg "bus-events (bench)" "${wraps[$i]}" "${pids[$i]}"; done
     done
 else
     note "skipped (not built yet)"
