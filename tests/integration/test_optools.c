@@ -489,6 +489,10 @@ static void test_busctl_help_and_json_output(void) {
     if (system("command -v script > /dev/null") != 0) SKIP("no script(1) for a terminal");
     CHECK_INT(run(cmd, out, sizeof out), 0);
     CHECK_CONTAINS(out, "\t\"service\":\t"); /* indented on a terminal */
+    /* the schema examples of schemas/README.md run as shown */
+    snprintf(cmd, sizeof cmd, "l=$(grep '^echo .*| busctl schema check' schemas/README.md) && [ -n \"$l\" ] && "
+             "echo \"$l\" | sed 's#| busctl#| %s/busctl#' | env -u BUS_SCHEMAS_DIR sh -e", build_dir());
+    CHECK_INT(run(cmd, out, sizeof out), 0); /* exit 0: valid (sh -e stops at the first failure) */
 }
 
 BUS_TESTS({"dead_letters_list_show_replay_purge", test_dead_letters_list_show_replay_purge, 90},
