@@ -83,7 +83,18 @@ const char *bus_config_state_dir(void) {
 const char *bus_config_default_store(void) {
     static char store[1100];
     if (bus_config_in_checkout()) return "sqlite:var/bus.db";
-    snprintf(store, sizeof store, "sqlite:%s/bus.db", bus_config_state_dir());
+    const char *dir = bus_config_state_dir();
+    /* the state directory and its parents (~/.local/state may not exist
+     * yet); the store itself creates only the file's own folder */
+    char path[1024];
+    snprintf(path, sizeof path, "%s", dir);
+    for (char *slash = strchr(path + 1, '/');; slash = strchr(slash + 1, '/')) {
+        if (slash) *slash = '\0';
+        mkdir(path, 0755); /* an error shows when the store is opened */
+        if (!slash) break;
+        *slash = '/';
+    }
+    snprintf(store, sizeof store, "sqlite:%s/bus.db", dir);
     return store;
 }
 

@@ -928,9 +928,8 @@ int bus__store_sqlite_open(const char *spec, void **impl, char *err, size_t errl
     }
     /* The default sqlite:var/bus.db must work in a fresh checkout: create the
      * file's directory (one level) when it is missing. */
-    /* (and every missing level: an installed program's default lives in
-     * ~/.local/state/bus, bus/config.h) */
-    for (char *slash = strchr(sq->path + 1, '/'); slash; slash = strchr(slash + 1, '/')) {
+    char *slash = strrchr(sq->path, '/');
+    if (slash && slash != sq->path) {
         *slash = '\0';
         mkdir(sq->path, 0755); /* an error shows when the file is opened */
         *slash = '/';

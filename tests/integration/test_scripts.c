@@ -396,6 +396,10 @@ static void test_sigint_to_make_alone_stops_make_run(void) {
     snprintf(log, sizeof log, "%s/make.log", tmp_root);
     snprintf(cleanup_dir, sizeof cleanup_dir, "%s/var/local", tmp_root);
     signal(SIGINT, SIG_DFL);
+    sigset_t unblock;
+    sigemptyset(&unblock);
+    sigaddset(&unblock, SIGINT);
+    sigprocmask(SIG_UNBLOCK, &unblock, NULL);
     char *argv[] = {"/usr/bin/setsid", "/bin/sh", "-c", cmd, NULL};
     make_pid = bt_spawn_program(argv, NULL, log);
     atexit(stop_make);
