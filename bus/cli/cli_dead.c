@@ -296,7 +296,8 @@ static void on_replayed(int status, void *data) {
     dq_t *q = r->q;
     if (--q->pending == 0) uv_stop(&q->loop); /* (audit_replay below may add one) */
     if (status == 0) {
-        const char *queue = hdr(r->d->msg, BUS_HDR_DEAD_QUEUE);
+        char queue[128]; /* copied: the ack below frees the message */
+        snprintf(queue, sizeof queue, "%s", hdr(r->d->msg, BUS_HDR_DEAD_QUEUE));
         audit_replay(q, r->d, queue);
         r->d->done = 1;
         bus_msg_ack(r->d->msg); /* only now: the copy is safely in its queue */
