@@ -3,7 +3,7 @@
 #
 #   BUILD=build tests/bench/run.sh
 #
-# Starts a private RabbitMQ + Redis in $BUILD/bench-servers on the 3667x ports,
+# Starts a private RabbitMQ + Redis in $BUILD/bench-servers on the 2667x ports,
 # runs the sections below, prints a header and a table per section, and stops
 # everything it started on exit, error or signal. A section whose program is
 # not built is printed as "skipped (not built yet)". Every program runs under
@@ -17,6 +17,7 @@
 #   4. Store                          (bench_store)
 #   5. Contention                     (bench_joins against 1-3 bus-alliances processes)
 #   6. Scheduled events               (bench_events against 3 bus-events processes)
+#   7. Notifications                  (bench_notifications against 1 and 3 bus-notifications processes)
 set -uo pipefail
 
 cd "$(dirname "$0")/../.." || exit 1
@@ -24,10 +25,10 @@ BUILD=${BUILD:-build}
 BENCH_BIN=$BUILD/tests/bench
 SRV_DIR=$BUILD/bench-servers
 LOGS=$SRV_DIR/logs
-export BUS_LOCAL_AMQP_PORT=36672 BUS_LOCAL_DIST_PORT=36673 BUS_LOCAL_STREAM_PORT=36674 BUS_LOCAL_REDIS_PORT=36679
+export BUS_LOCAL_AMQP_PORT=26672 BUS_LOCAL_DIST_PORT=26673 BUS_LOCAL_STREAM_PORT=26674 BUS_LOCAL_REDIS_PORT=26679
 export BUS_AMQP_URL="amqp://guest:guest@127.0.0.1:$BUS_LOCAL_AMQP_PORT/"
 export BUS_REDIS_URL="redis://127.0.0.1:$BUS_LOCAL_REDIS_PORT/0"
-HTTP_ADDR=127.0.0.1:36080
+HTTP_ADDR=127.0.0.1:26080
 SECONDS_PER_RUN=${BENCH_SECONDS:-5}   # measured seconds per load run (BENCH_SECONDS overrides)
 INFLIGHTS="1 64"
 mkdir -p "$LOGS"
@@ -490,6 +491,21 @@ if [ -x "$BUILD/bus-events" ] && [ -x "$BENCH_BIN/bench_events" ]; then
             "$(kv "$line" missing)" "$(kv "$line" twice)"
         for i in "${!wraps[@]}"; do stop_bg "bus-events (bench)" "${wraps[$i]}" "${pids[$i]}"; done
     done
+else
+    note "skipped (not built yet)"
+fi
+
+# ---------------------------------------------------------------- 7. notifications (bus-notifications)
+
+# One event.reminder fanned out to 1,000 subscriptions against the fake
+# Discord/webhook endpoints, 1 and 3 processes: deliveries per second and
+# the time from the publish to the last delivery (bench_notifications.c).
+section "7. Notifications: one reminder to 1,000 subscriptions, 1 and 3 processes"
+if [ -x "$BUILD/bus-notifications" ] && [ -x "$BENCH_BIN/bench_notifications" ]; then
+    mkdir -p "$SRV_DIR/tmp"
+    if BUS_TEST_TMPDIR="$SRV_DIR/tmp" BUS_TEST_BUILD="$BUILD" BUS_SCHEMAS_DIR="${BUS_SCHEMAS_DIR:-schemas}" \
+        run_fg bench_notifications 240 "$LOGS/notifications.out" "$BENCH_BIN/bench_notifications"; then :; fi
+    sed 's/^/  /' "$LOGS/notifications.out"
 else
     note "skipped (not built yet)"
 fi
