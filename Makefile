@@ -30,7 +30,7 @@ LLHTTP_DIR := /usr/share/llhttp
 LLHTTP_INC := /usr/share/include/llhttp
 
 CFLAGS_COMMON := -std=c11 -D_GNU_SOURCE -g $(OPT) $(SAN_FLAGS) -fno-omit-frame-pointer \
-                 -DBUS_VERSION=\"$(VERSION)\" -Ibus/include -I$(LLHTTP_INC) $(PKG_CFLAGS)
+                 -DBUS_VERSION=\"$(VERSION)\" -DBUS_DATADIR=\"$(PREFIX)/share/bus\" -Ibus/include -I$(LLHTTP_INC) $(PKG_CFLAGS)
 CFLAGS_OWN    := $(CFLAGS_COMMON) -Wall -Wextra -Werror -MMD -MP
 # llhttp is packaged generated code: its own relaxed flags
 CFLAGS_LLHTTP := -std=c11 -g $(OPT) $(SAN_FLAGS) -w -I$(LLHTTP_INC)

@@ -18,7 +18,7 @@ struct bus_worker {
     char instance[96];
     char source[80];
     char q_events[96], q_rpc[96], q_retry[96], q_dead[96];
-    char rpc_tag[128], events_tag[128];
+    char rpc_tag[128], events_tag[128], unrouted_tag[128];
     int consuming;
     int draining;
     long in_flight;
@@ -46,6 +46,9 @@ void bus__worker_on_request(bus_msg_t *msg, void *data);
 void bus__worker_on_event(bus_msg_t *msg, void *data);
 /* Sends msg to dead.<s> with the reason, then acks it (or requeues it when
  * the dead-letter publish fails). Takes ownership of msg. */
+/* Consumer of rpc.unrouted (every worker serves it): answers not_found at
+ * once to a request for a service nobody has declared (bus/topology.h). */
+void bus__worker_on_unrouted(bus_msg_t *msg, void *data);
 void bus__worker_dead_letter(bus_worker_t *w, bus_msg_t *msg, const char *reason);
 /* worker.c: one unit of work finished (for the drain). */
 void bus__worker_work_done(bus_worker_t *w);
