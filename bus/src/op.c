@@ -70,6 +70,10 @@ struct bus_op {
     bus_op_step_fn lock_next;
     uv_timer_t *retry_timer;
 
+    cJSON *page_head; /* bus_op_reply_page: the answer being built */
+    const char *page_field;
+    bus_op_view_fn page_view;
+
     max_align_t ctx[]; /* the domain's context, ctx_size bytes */
 };
 
@@ -183,6 +187,7 @@ static void op_free(bus_op_t *op) {
     cJSON_Delete(op->marker);
     cJSON_Delete(op->events);
     cJSON_Delete(op->params);
+    cJSON_Delete(op->page_head);
     int job = op->kind == OP_JOB;
     bus_worker_t *w = op->e->w;
     lock_release(op); /* may start the next op waiting for the lock */
@@ -331,6 +336,51 @@ void bus_op_reply(bus_op_t *op, cJSON *data) {
         break;
     }
     op_free(op);
+}
+
+/* ---- pages --------------------------------------------------------------------- */
+
+static void on_page(int status, const cJSON *docs, const char *next_cursor, void *data) {
+    bus_op_t *op = data;
+    if (status == BUS_EBAD_REQUEST) {
+        bus_op_fail(op, BUS_EBAD_REQUEST, "bad cursor (pass next_cursor of the previous page, same filters)");
+        return;
+    }
+    if (status != 0) {
+        bus_op_fail(op, status, "store: %s", bus_strerror(status));
+        return;
+    }
+    cJSON *out = op->page_head;
+    op->page_head = NULL;
+    cJSON *items = cJSON_AddArrayToObject(out, op->page_field);
+    const cJSON *d;
+    cJSON_ArrayForEach(d, docs) {
+        cJSON *v = op->page_view(d);
+        if (v) cJSON_AddItemToArray(items, v);
+    }
+    if (next_cursor)
+        cJSON_AddStringToObject(out, "next_cursor", next_cursor);
+    else
+        cJSON_AddNullToObject(out, "next_cursor");
+    bus_op_reply(op, out);
+}
+
+void bus_op_reply_page(bus_op_t *op, const char *coll, cJSON *where, const char *sort, cJSON *head,
+                       const char *field, bus_op_view_fn view) {
+    const cJSON *c = cJSON_GetObjectItemCaseSensitive(op->params, "cursor");
+    const cJSON *l = cJSON_GetObjectItemCaseSensitive(op->params, "limit");
+    int limit = cJSON_IsNumber(l) && l->valuedouble >= 1 ? (int)l->valuedouble : 50;
+    bus_store_query_t q = {.where = where,
+                           .sort = sort,
+                           .limit = limit,
+                           .cursor = cJSON_IsString(c) && c->valuestring[0] ? c->valuestring : NULL};
+    cJSON_Delete(op->page_head);
+    op->page_head = head ? head : cJSON_CreateObject();
+    op->page_field = field;
+    op->page_view = view;
+    int rc = bus_store_find(op->e->store, coll, &q, on_page, op);
+    cJSON_Delete(where); /* the store copied it */
+    if (rc != 0) bus_op_fail(op, rc == BUS_EBAD_REQUEST ? rc : BUS_EUNAVAILABLE, "store: %s", bus_strerror(rc));
 }
 
 /* ---- publishing the outbox, then answering -------------------------------------- */

@@ -525,45 +525,11 @@ static void member_load(bus_op_t *op) {
     bus_op_load_wait(op, member_alliance);
 }
 
-/* Pages (list, members): the store's cursor is handed to the caller as is. */
-static void on_page(int status, const cJSON *docs, const char *next_cursor, void *data) {
-    bus_op_t *op = data;
-    if (status == BUS_EBAD_REQUEST) {
-        bus_op_fail(op, BUS_EBAD_REQUEST, "bad cursor (pass next_cursor of the previous page, same filters)");
-        return;
-    }
-    if (status != 0) {
-        bus_op_fail(op, status, "store: %s", bus_strerror(status));
-        return;
-    }
-    int members = strcmp(bus_op_method(op), "members") == 0;
-    cJSON *out = cJSON_CreateObject(), *items = cJSON_AddArrayToObject(out, members ? "members" : "alliances");
-    const cJSON *d;
-    cJSON_ArrayForEach(d, docs) cJSON_AddItemToArray(items, members ? al_membership_view(d) : al_alliance_view(d));
-    if (next_cursor)
-        cJSON_AddStringToObject(out, "next_cursor", next_cursor);
-    else
-        cJSON_AddNullToObject(out, "next_cursor");
-    bus_op_reply(op, out);
-}
-
-static void page(bus_op_t *op, const char *coll, cJSON *where, const char *sort) {
-    const cJSON *c = cJSON_GetObjectItemCaseSensitive(bus_op_params(op), "cursor");
-    int64_t limit = al_doc_int(bus_op_params(op), "limit");
-    bus_store_query_t q = {.where = where,
-                           .sort = sort,
-                           .limit = limit > 0 ? (int)limit : 50,
-                           .cursor = cJSON_IsString(c) && c->valuestring[0] ? c->valuestring : NULL};
-    int rc = bus_store_find(al_state(bus_op_worker(op))->store, coll, &q, on_page, op);
-    cJSON_Delete(where);
-    if (rc != 0) bus_op_fail(op, rc == BUS_EBAD_REQUEST ? rc : BUS_EUNAVAILABLE, "store: %s", bus_strerror(rc));
-}
-
 static void list_load(bus_op_t *op) {
     cJSON *where = cJSON_CreateObject();
     if (cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(bus_op_params(op), "state")))
         cJSON_AddNumberToObject(where, "state", (double)al_doc_int(bus_op_params(op), "state"));
-    page(op, AL_COLL_ALLIANCES, where, "name_key");
+    bus_op_reply_page(op, AL_COLL_ALLIANCES, where, "name_key", NULL, "alliances", al_alliance_view);
 }
 
 static void members_page(bus_op_t *op) {
@@ -574,7 +540,7 @@ static void members_page(bus_op_t *op) {
     cJSON *where = cJSON_CreateObject();
     cJSON_AddStringToObject(where, "alliance", PARAM(op, "id"));
     if (PARAM(op, "rank")[0]) cJSON_AddStringToObject(where, "rank", PARAM(op, "rank"));
-    page(op, AL_COLL_MEMBERS, where, "succ");
+    bus_op_reply_page(op, AL_COLL_MEMBERS, where, "succ", NULL, "members", al_membership_view);
 }
 
 static void members_load(bus_op_t *op) {

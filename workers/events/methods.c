@@ -239,40 +239,12 @@ static void scope_of(const bus_op_t *op, char *out, size_t len) {
         snprintf(out, len, "state:%lld", (long long)(cJSON_IsNumber(state) ? state->valuedouble : 0));
 }
 
-static void on_page(int status, const cJSON *docs, const char *next_cursor, void *data) {
-    bus_op_t *op = data;
-    if (status == BUS_EBAD_REQUEST) {
-        bus_op_fail(op, BUS_EBAD_REQUEST, "bad cursor (pass next_cursor of the previous page, same filters)");
-        return;
-    }
-    if (status != 0) {
-        bus_op_fail(op, status, "store: %s", bus_strerror(status));
-        return;
-    }
-    cJSON *out = cJSON_CreateObject(), *items = cJSON_AddArrayToObject(out, "events");
-    const cJSON *d;
-    cJSON_ArrayForEach(d, docs) cJSON_AddItemToArray(items, ev_event_view(d));
-    if (next_cursor)
-        cJSON_AddStringToObject(out, "next_cursor", next_cursor);
-    else
-        cJSON_AddNullToObject(out, "next_cursor");
-    bus_op_reply(op, out);
-}
-
 static void list_load(bus_op_t *op) {
     char scope[80];
     scope_of(op, scope, sizeof scope);
     cJSON *where = cJSON_CreateObject();
     cJSON_AddStringToObject(where, "scope", scope);
-    const cJSON *c = param(op, "cursor");
-    int64_t limit = ev_int(bus_op_params(op), "limit");
-    bus_store_query_t q = {.where = where,
-                           .sort = "start_ms",
-                           .limit = limit > 0 ? (int)limit : 50,
-                           .cursor = cJSON_IsString(c) && c->valuestring[0] ? c->valuestring : NULL};
-    int rc = bus_store_find(bus_op_store(op), EV_COLL_EVENTS, &q, on_page, op);
-    cJSON_Delete(where);
-    if (rc != 0) bus_op_fail(op, rc == BUS_EBAD_REQUEST ? rc : BUS_EUNAVAILABLE, "store: %s", bus_strerror(rc));
+    bus_op_reply_page(op, EV_COLL_EVENTS, where, "start_ms", NULL, "events", ev_event_view);
 }
 
 /* upcoming: every occurrence of the scope's enabled events that starts

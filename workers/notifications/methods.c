@@ -161,38 +161,6 @@ static void announce_decide(bus_op_t *op) {
 
 /* ---- list and deliveries -------------------------------------------------------------- */
 
-static void on_page(int status, const cJSON *docs, const char *next_cursor, void *data) {
-    bus_op_t *op = data;
-    if (status == BUS_EBAD_REQUEST) {
-        bus_op_fail(op, BUS_EBAD_REQUEST, "bad cursor (pass next_cursor of the previous page, same filters)");
-        return;
-    }
-    if (status != 0) {
-        bus_op_fail(op, status, "store: %s", bus_strerror(status));
-        return;
-    }
-    int subs = strcmp(bus_op_method(op), "list") == 0;
-    cJSON *out = cJSON_CreateObject(), *items = cJSON_AddArrayToObject(out, subs ? "subscriptions" : "deliveries");
-    const cJSON *d;
-    cJSON_ArrayForEach(d, docs) cJSON_AddItemToArray(items, subs ? nt_sub_view(d) : nt_delivery_view(d));
-    if (next_cursor)
-        cJSON_AddStringToObject(out, "next_cursor", next_cursor);
-    else
-        cJSON_AddNullToObject(out, "next_cursor");
-    bus_op_reply(op, out);
-}
-
-static void page(bus_op_t *op, const char *coll, cJSON *where) {
-    const cJSON *c = cJSON_GetObjectItemCaseSensitive(bus_op_params(op), "cursor");
-    int64_t limit = nt_int(bus_op_params(op), "limit");
-    bus_store_query_t q = {.where = where,
-                           .limit = limit > 0 ? (int)limit : 50,
-                           .cursor = cJSON_IsString(c) && c->valuestring[0] ? c->valuestring : NULL};
-    int rc = bus_store_find(ST(op)->store, coll, &q, on_page, op);
-    cJSON_Delete(where);
-    if (rc != 0) bus_op_fail(op, rc == BUS_EBAD_REQUEST ? rc : BUS_EUNAVAILABLE, "store: %s", bus_strerror(rc));
-}
-
 static void list_load(bus_op_t *op) {
     const cJSON *p = bus_op_params(op);
     cJSON *where = cJSON_CreateObject();
@@ -206,7 +174,7 @@ static void list_load(bus_op_t *op) {
         }
         cJSON_AddStringToObject(where, "scope_id", scope_id);
     }
-    page(op, NT_COLL_SUBS, where);
+    bus_op_reply_page(op, NT_COLL_SUBS, where, NULL, NULL, "subscriptions", nt_sub_view);
 }
 
 static void deliveries_load(bus_op_t *op) {
@@ -214,7 +182,7 @@ static void deliveries_load(bus_op_t *op) {
     if (PARAM(op, "subscription")[0]) cJSON_AddStringToObject(where, "subscription", PARAM(op, "subscription"));
     if (PARAM(op, "correlation_id")[0]) cJSON_AddStringToObject(where, "correlation_id", PARAM(op, "correlation_id"));
     if (PARAM(op, "status")[0]) cJSON_AddStringToObject(where, "status", PARAM(op, "status"));
-    page(op, NT_COLL_DELIVERIES, where);
+    bus_op_reply_page(op, NT_COLL_DELIVERIES, where, NULL, NULL, "deliveries", nt_delivery_view);
 }
 
 /* ---- the table ------------------------------------------------------------------------------ */

@@ -255,57 +255,23 @@ static void profile_load(bus_op_t *op) {
 
 /* ---- pages: history, players ------------------------------------------------------ */
 
-static void on_page(int status, const cJSON *docs, const char *next_cursor, void *data) {
-    bus_op_t *op = data;
-    if (status == BUS_EBAD_REQUEST) {
-        bus_op_fail(op, BUS_EBAD_REQUEST, "bad cursor (pass next_cursor of the previous page, same filters)");
-        return;
+/* One recorded change of a player's profile, as answered. */
+static cJSON *history_view(const cJSON *d) {
+    cJSON *h = cJSON_CreateObject();
+    static const char *const f[] = {"at", "field", "old", "new"};
+    for (size_t i = 0; i < 4; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(d, f[i]);
+        cJSON_AddItemToObject(h, f[i], v ? cJSON_Duplicate(v, 1) : cJSON_CreateNull());
     }
-    if (status != 0) {
-        bus_op_fail(op, status, "store: %s", bus_strerror(status));
-        return;
-    }
-    int history = strcmp(bus_op_method(op), "history") == 0;
-    cJSON *out = cJSON_CreateObject();
-    if (history) cJSON_AddNumberToObject(out, "player_id", (double)param_pid(op));
-    cJSON *items = cJSON_AddArrayToObject(out, history ? "changes" : "players");
-    const cJSON *d;
-    cJSON_ArrayForEach(d, docs) {
-        if (!history) {
-            cJSON_AddItemToArray(items, vf_profile_view(d));
-            continue;
-        }
-        cJSON *h = cJSON_CreateObject();
-        static const char *const f[] = {"at", "field", "old", "new"};
-        for (size_t i = 0; i < 4; i++) {
-            const cJSON *v = cJSON_GetObjectItemCaseSensitive(d, f[i]);
-            cJSON_AddItemToObject(h, f[i], v ? cJSON_Duplicate(v, 1) : cJSON_CreateNull());
-        }
-        cJSON_AddItemToArray(items, h);
-    }
-    if (next_cursor)
-        cJSON_AddStringToObject(out, "next_cursor", next_cursor);
-    else
-        cJSON_AddNullToObject(out, "next_cursor");
-    bus_op_reply(op, out);
-}
-
-static void page(bus_op_t *op, const char *coll, cJSON *where, const char *sort) {
-    const cJSON *c = cJSON_GetObjectItemCaseSensitive(bus_op_params(op), "cursor");
-    int64_t limit = vf_doc_int(bus_op_params(op), "limit");
-    bus_store_query_t q = {.where = where,
-                           .sort = sort,
-                           .limit = limit > 0 ? (int)limit : 50,
-                           .cursor = cJSON_IsString(c) && c->valuestring[0] ? c->valuestring : NULL};
-    int rc = bus_store_find(vf_state(bus_op_worker(op))->store, coll, &q, on_page, op);
-    cJSON_Delete(where);
-    if (rc != 0) bus_op_fail(op, rc == BUS_EBAD_REQUEST ? rc : BUS_EUNAVAILABLE, "store: %s", bus_strerror(rc));
+    return h;
 }
 
 static void history_load(bus_op_t *op) {
     cJSON *where = cJSON_CreateObject();
     cJSON_AddNumberToObject(where, "player_id", (double)param_pid(op));
-    page(op, VF_COLL_HISTORY, where, "at");
+    cJSON *head = cJSON_CreateObject();
+    cJSON_AddNumberToObject(head, "player_id", (double)param_pid(op));
+    bus_op_reply_page(op, VF_COLL_HISTORY, where, "at", head, "changes", history_view);
 }
 
 /* players {alliance}: the alliance's members come from the alliances domain
@@ -404,7 +370,7 @@ static void players_load(bus_op_t *op) {
     cJSON_AddStringToObject(ne, "$gt", ""); /* linked players only */
     if (cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(bus_op_params(op), "state")))
         cJSON_AddNumberToObject(where, "state", (double)vf_doc_int(bus_op_params(op), "state"));
-    page(op, VF_COLL_PLAYERS, where, NULL);
+    bus_op_reply_page(op, VF_COLL_PLAYERS, where, NULL, NULL, "players", vf_profile_view);
 }
 
 /* ---- bulk_refresh --------------------------------------------------------------- */

@@ -140,6 +140,19 @@ void bus_op_fail(bus_op_t *op, int err, const char *fmt, ...) __attribute__((for
 /* Ends with success and data (owned), nothing stored, no event. Frees op. */
 void bus_op_reply(bus_op_t *op, cJSON *data);
 
+/* ---- pages of read-only methods ------------------------------------------ */
+
+/* Turns a stored document into what the caller sees (a new object). */
+typedef cJSON *(*bus_op_view_fn)(const cJSON *doc);
+/* Answers one page of `coll`: the params' "limit" (default 50, capped by
+ * the store) and "cursor" (the previous page's next_cursor) go to
+ * bus_store_find with where/sort; the answer is `head` (owned, NULL = a new
+ * object) with `field` set to the documents through view and
+ * "next_cursor" (null on the last page). A cursor the store refuses is
+ * bad_request. where is consumed; field must be static. Ends op. */
+void bus_op_reply_page(bus_op_t *op, const char *coll, cJSON *where, const char *sort, cJSON *head,
+                       const char *field, bus_op_view_fn view);
+
 /* ---- per-key serialisation in this process ------------------------------ */
 
 /* Runs next(op) once op holds this process's lock on `key` (at most 63
