@@ -53,6 +53,7 @@
 #define GW_REQUEST_ID_CAP 130 /* 128 characters of a client's id + NUL (respond.c) */
 #define GW_ROUTES_MAX 32      /* rows the route table may hold (routes.c checks at compile time) */
 #define GW_ACCESS_LOG_BYTES (64 * 1024) /* lines buffered before a write (access_log.c) */
+#define GW_RL_PUBLIC 2        /* gw_route_t.rate_limited of the public status and health routes */
 #define GW_ROUTE_NONE 0       /* gw_req_t.route of a request no row matched, and of the server's own errors */
 
 typedef struct gw {
@@ -134,6 +135,9 @@ typedef struct gw_req {
     char client[80];            /* rate-limit identity: key id or peer address */
     /* rate-limit headers, set once the counter answered (rl_known) */
     int rl_known;
+    int rl_fail_open;           /* 1: Redis down lets this request through even with BUS_RATELIMIT_FAIL=closed
+                                   (public routes, failed authentications) */
+    char denied[64];            /* the 401 message of a failed authentication, answered after its count (auth.c) */
     int64_t rl_limit, rl_remaining, rl_reset_s;
     /* route parameters, copied from the path by the route table ("" = not in the route) */
     char service[64], method[64];
@@ -160,7 +164,8 @@ typedef struct {
     /* API-key scope needed, with {parameters} filled in ("rpc:{service}.{method}");
      * NULL: no key needed */
     const char *scope;
-    int rate_limited;     /* 1: counted against the client's window first (429) */
+    int rate_limited;     /* 1: counted against the client's window first (429); GW_RL_PUBLIC: the same,
+                             per address, and served when Redis is down whatever BUS_RATELIMIT_FAIL says */
 } gw_route_t;
 
 /* ---- routes.c ---- */
@@ -223,9 +228,13 @@ void gw_events(gw_req_t *r); /* POST /api/v1/events/{type} */
 /* ---- auth.c ---- */
 /* Authenticates r for `scope` ("rpc:<service>.<method>", "events:<type>")
  * and sets r->key_id and r->client (the rate-limit identity). Returns 0 when
- * allowed; otherwise it has answered (401/403), r is gone, and it returns
- * -1. With no keys file every request is allowed (caller "anonymous"). */
+ * allowed; otherwise it has answered or will answer (401 after counting the
+ * failure against the peer address, 429 once that is over the limit; 403),
+ * r is not the caller's any more, and it returns -1. With no keys file every request is allowed (caller "anonymous"). */
 int gw_authorize(gw_req_t *r, const char *scope);
+/* Sets r->client to the peer address without its port: the rate-limit
+ * identity of a request without a (valid) key. */
+void gw_client_from_peer(gw_req_t *r);
 /* Counts the request against the client's window (r->client; the peer
  * address when gw_authorize has not set it), then calls r->next(r) or
  * answers 429 (or 503 when Redis is down and BUS_RATELIMIT_FAIL=closed). */

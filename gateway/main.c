@@ -57,7 +57,8 @@ static int parse_int(const char *s, long long lo, long long hi, long long *out) 
 }
 
 static int bad(const char *var, const char *value, const char *why) {
-    fprintf(stderr, "bus-gateway: %s=%s: %s\n", var, value ? value : "", why);
+    char masked[512]; /* a URL's password never reaches the terminal or a log */
+    fprintf(stderr, "bus-gateway: %s=%s: %s\n", var, bus_url_mask(value, masked, sizeof masked), why);
     return 2;
 }
 

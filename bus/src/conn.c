@@ -502,8 +502,9 @@ int bus_conn_new(uv_loop_t *loop, const bus_conn_options_t *opts, bus_conn_t **o
     char *probe = strdup(opts->url ? opts->url : "");
     if (!probe) return BUS_EINTERNAL;
     if (amqp_parse_url(probe, &info) != AMQP_STATUS_OK) {
+        char masked[512];
         snprintf(err, errlen, "BUS_AMQP_URL: cannot parse \"%s\" (expected amqp://user:pass@host:port/vhost)",
-                 opts->url ? opts->url : "");
+                 bus_url_mask(opts->url, masked, sizeof masked));
         free(probe);
         return BUS_EBAD_REQUEST;
     }

@@ -263,8 +263,9 @@ int bus_worker_main(int argc, char **argv, const bus_worker_def_t *def) {
     uv_signal_start(&w->sigterm, on_signal, SIGTERM);
     uv_signal_start(&w->sigint, on_signal, SIGINT);
     signal(SIGPIPE, SIG_IGN);
+    char masked[512];
     bus_info(NULL, "starting %s %s (rpc %s, events %s, broker %s)", program, BUS_VERSION, w->q_rpc, w->q_events,
-             w->cfg.amqp_url);
+             bus_url_mask(w->cfg.amqp_url, masked, sizeof masked));
     bus_conn_start(w->conn);
     uv_run(w->loop, UV_RUN_DEFAULT);
 
