@@ -16,6 +16,7 @@
  *                 asked of the broker with asynchronous probes, cached and
  *                 refreshed; the "live instance before an RPC" gate
  *   openapi.c     GET /api/v1/openapi.json, built once from schemas/
+ *   docs.c        GET /api/docs, the HTML page made from that document
  *   access_log.c  one JSON line per request, written in batches
  *
  * Everything runs on the one loop thread of the process; nothing here is
@@ -80,6 +81,8 @@ typedef struct gw {
     bus_http_server_t *http;
     char *openapi;            /* the document, built at start */
     size_t openapi_len;
+    char *docs;               /* GET /api/docs: the HTML page made from openapi at start (docs.c) */
+    size_t docs_len;
     uv_signal_t sigterm, sigint;
     int stopping;
 
@@ -281,6 +284,12 @@ void gw_liveness_free(gw_t *gw);
 /* Builds the document from the registry (may be NULL). malloc'd, caller frees. */
 char *gw_openapi_build(const bus_schema_registry_t *reg, const char *schemas_dir, size_t *len);
 void gw_openapi(gw_req_t *r);
+
+/* ---- docs.c ---- */
+/* The HTML page of GET /api/docs made from the OpenAPI document (malloc'd,
+ * the caller frees; NULL when it cannot be parsed or memory runs out). */
+char *gw_docs_build(const char *openapi, size_t *len);
+void gw_docs(gw_req_t *r);
 
 /* ---- access_log.c ---- */
 /* Starts the log when gw->access_log is set (on gw->loop). */

@@ -242,6 +242,7 @@ int main(int argc, char **argv) {
         goto out;
     }
     gw->openapi = gw_openapi_build(gw->schemas, gw->cfg.schemas_dir, &gw->openapi_len);
+    gw->docs = gw_docs_build(gw->openapi, &gw->docs_len);
 
     gw->loop = uv_default_loop();
     signal(SIGPIPE, SIG_IGN);
@@ -309,6 +310,7 @@ out:
         uv_loop_close(gw->loop);
     }
     free(gw->openapi);
+    free(gw->docs);
     bus_schema_registry_free(gw->schemas);
     bus_apikeys_free(gw->keys);
     for (size_t i = 0; i < gw->ncors; i++) free(gw->cors_origins[i]);

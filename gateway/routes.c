@@ -36,6 +36,7 @@ static const gw_route_t routes[] = {
     {"service_status",  GW_GET,  "/api/v1/services/{service}/status", gw_service_status,  NULL,                     GW_RL_PUBLIC},
     {"metrics",         GW_GET,  "/metrics",                          gw_metrics,         NULL,                     0},
     {"openapi",         GW_GET,  "/api/v1/openapi.json",              gw_openapi,         NULL,                     0},
+    {"docs",            GW_GET,  "/api/docs",                         gw_docs,            NULL,                     0},
     {"rpc",             GW_POST, "/api/v1/rpc/{service}/{method}",    gw_rpc,             "rpc:{service}.{method}", 1},
     {"events",          GW_POST, "/api/v1/events/{type}",             gw_events,          "events:{type}",          1},
 };
