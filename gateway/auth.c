@@ -227,12 +227,22 @@ static void unavailable(gw_req_t *r) {
     r->next(r);
 }
 
+/* The limit of a client's window: the status and health routes count in
+ * windows of their own ("public:<address>", BUS_PUBLIC_RATE_LIMIT), so that
+ * health checks and API calls from one address do not eat each other's
+ * budget; everything else BUS_RATE_LIMIT. */
+static int64_t limit_of(const gw_t *gw, const char *client) {
+    if (gw->rate_limit <= 0) return 0; /* BUS_RATE_LIMIT=0 turns every limit off */
+    return strncmp(client, "public:", 7) == 0 ? gw->public_rate_limit : gw->rate_limit;
+}
+
 static void set_headers(gw_req_t *r, int64_t count, int64_t window) {
     gw_t *gw = r->gw;
     int64_t now = wall_ms();
+    int64_t limit = limit_of(gw, r->client);
     r->rl_known = 1;
-    r->rl_limit = gw->rate_limit;
-    r->rl_remaining = count >= gw->rate_limit ? 0 : gw->rate_limit - count;
+    r->rl_limit = limit;
+    r->rl_remaining = count >= limit ? 0 : limit - count;
     r->rl_reset_s = (window + gw->rate_window_ms - now + 999) / 1000;
     if (r->rl_reset_s < 0) r->rl_reset_s = 0;
 }
@@ -265,7 +275,7 @@ static void on_counted(int status, int64_t count, int64_t ttl_ms, void *data) {
     }
     gw_t *gw = r->gw;
     set_headers(r, count, window);
-    if (count > gw->rate_limit) {
+    if (count > r->rl_limit) {
         bus_counter_inc(gw->m_rate_limited, 1);
         gw_fail_rate_limited(r);
         return;
@@ -330,7 +340,7 @@ static void mark_dirty(gw_t *gw, rl_client_t *c) {
 
 void gw_rate_limit(gw_req_t *r) {
     gw_t *gw = r->gw;
-    if (gw->rate_limit <= 0) {
+    if (limit_of(gw, r->client) <= 0) {
         r->next(r);
         return;
     }
@@ -346,9 +356,10 @@ void gw_rate_limit(gw_req_t *r) {
     if (!r->client[0]) gw_client_from_peer(r); /* a route that needs no key */
     int64_t window = wall_ms() / gw->rate_window_ms * gw->rate_window_ms;
     rl_client_t *c = client_slot(gw, r->client, window);
-    int64_t margin = gw->rate_limit / 10 > 16 ? gw->rate_limit / 10 : 16;
+    int64_t limit = limit_of(gw, r->client);
+    int64_t margin = limit / 10 > 16 ? limit / 10 : 16;
     int64_t est = c ? c->known + c->local + 1 : 0;
-    if (c && c->seen && est <= gw->rate_limit - margin && (c->dirty || gw->rl.ndirty < RL_SLOTS)) {
+    if (c && c->seen && est <= limit - margin && (c->dirty || gw->rl.ndirty < RL_SLOTS)) {
         /* far below the limit: go ahead, count it in this iteration's batch */
         c->local++;
         c->unsent++;

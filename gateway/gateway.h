@@ -63,6 +63,7 @@ typedef struct gw {
     /* settings of the edge (validated in main.c) */
     const char *keys_file;    /* NULL = open access */
     int64_t rate_limit;       /* requests per window; 0 = no limit */
+    int64_t public_rate_limit; /* per address, status and health routes ("public:<address>" windows) */
     int64_t rate_window_ms;
     int rate_fail_closed;     /* 1: refuse when Redis is down */
     char **cors_origins;      /* NULL = no CORS; {"*"} = any */

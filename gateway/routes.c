@@ -193,6 +193,11 @@ void gw_req_pool_free(gw_t *gw) {
 static void run(gw_req_t *r, const gw_route_t *row) {
     if (!row->scope) gw_client_from_peer(r);
     r->rl_fail_open = row->rate_limited == GW_RL_PUBLIC;
+    if (r->rl_fail_open) { /* windows of their own: "public:<address>" (auth.c) */
+        char addr[sizeof r->client];
+        snprintf(addr, sizeof addr, "%s", r->client);
+        snprintf(r->client, sizeof r->client, "public:%.70s", addr);
+    }
     if (row->scope) {
         char scope[320];
         fill_scope(row->scope, r, scope, sizeof scope);

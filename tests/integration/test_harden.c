@@ -424,7 +424,7 @@ static void test_lookups_and_public_rate_limits(void) {
     setup_files();
     pick_src_addr();
     pid_t w = start_hgw();
-    const char *env[] = {env_keys, "BUS_RATE_LIMIT=5", "BUS_RATE_WINDOW_MS=60000", NULL};
+    const char *env[] = {env_keys, "BUS_RATE_LIMIT=5", "BUS_PUBLIC_RATE_LIMIT=5", "BUS_RATE_WINDOW_MS=60000", NULL};
     pid_t g = start_gateway(26901, env);
     static resp_t r;
     /* 300 names that do not exist (more than the cache's 256 slots), from many addresses */

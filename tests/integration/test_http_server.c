@@ -643,7 +643,7 @@ static void test_headers_too_large(void) {
     SEND(c, req);
     CHECK_INT(cli_read(c, &R), 0);
     CHECK_INT(R.status, 431);
-    CHECK_CONTAINS(R.body, "\"error\":\"bad_request\"");
+    CHECK_CONTAINS(R.body, "\"error\":\"headers_too_large\"");
     CHECK(cli_eof(c));
     cli_close(c);
     /* Many small headers add up too. */
