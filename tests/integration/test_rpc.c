@@ -76,7 +76,7 @@ static void test_large_body_round_trip(void) {
     bt_kill(w, SIGKILL);
 }
 
-/* What a bot with any AMQP client does (DESIGN.md "RPC on the wire"):
+/* What a bot with any AMQP client does (docs/ARCHITECTURE.md, "Wire contract": RPC on the wire):
  * publish to bus.rpc with routing key <service>.<method>, or straight to the
  * queue rpc.<service> through the default exchange with the method in
  * `type` (the path libbus's own client takes). A default-exchange request
