@@ -554,9 +554,9 @@ static void test_invalid_utf8(void) {
     /* binary mode: attributes in headers are UTF-8 too (their structured form is JSON) */
     bus_header_t h[] = {{"ce-id", 5, "x", 1}, {"ce-source", 9, "s\xff", 2}, {"ce-type", 7, "t.x", 3},
                         {"ce-specversion", 14, "1.0", 3}};
-    bus_envelope_t env;
+    bus_envelope_t parsed;
     char err[256];
-    CHECK_INT(bus_envelope_parse_binary(h, 4, "{}", 2, &env, err, sizeof err), BUS_EBAD_REQUEST);
+    CHECK_INT(bus_envelope_parse_binary(h, 4, "{}", 2, &parsed, err, sizeof err), BUS_EBAD_REQUEST);
     CHECK_CONTAINS(err, "not valid UTF-8");
     const char *bad_path = "GET /api/v1/\xff\xfe\xc3/x\x80 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
     CHECK_INT(raw(26903, NULL, bad_path, strlen(bad_path), &r), 0);
