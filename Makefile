@@ -5,6 +5,8 @@
 #   make test       unit tests, then integration/chaos tests against private servers
 #   make sanitize   the same tests built with ASan+UBSan (into build/san)
 #   make fuzz       run the libFuzzer targets for a while
+#   make test-cluster  the cluster suite: a private 3-node RabbitMQ cluster, quorum queues,
+#                   nodes SIGKILLed under load (tests/cluster/run.sh; a few minutes, not in `make test`)
 #   make bench      benchmarks (libbus vs a plain rabbitmq-c baseline, edge, store, schema)
 #   make run        the whole platform in the foreground; Ctrl-C stops everything
 #   make install PREFIX=/usr/local
@@ -28,7 +30,7 @@ LLHTTP_DIR := /usr/share/llhttp
 LLHTTP_INC := /usr/share/include/llhttp
 
 CFLAGS_COMMON := -std=c11 -D_GNU_SOURCE -g $(OPT) $(SAN_FLAGS) -fno-omit-frame-pointer \
-                 -DBUS_VERSION=\"$(VERSION)\" -Ibus/include -I$(LLHTTP_INC) $(PKG_CFLAGS)
+                 -DBUS_VERSION=\"$(VERSION)\" -DBUS_DATADIR=\"$(PREFIX)/share/bus\" -Ibus/include -I$(LLHTTP_INC) $(PKG_CFLAGS)
 CFLAGS_OWN    := $(CFLAGS_COMMON) -Wall -Wextra -Werror -MMD -MP
 # llhttp is packaged generated code: its own relaxed flags
 CFLAGS_LLHTTP := -std=c11 -g $(OPT) $(SAN_FLAGS) -w -I$(LLHTTP_INC)
@@ -50,6 +52,23 @@ CHAOS_SRC  := $(sort $(wildcard tests/chaos/test_*.c))
 BENCH_SRC  := $(sort $(wildcard tests/bench/*.c))
 TEST_BINS  := $(UNIT_SRC:%.c=$(BUILD)/%) $(INTEG_SRC:%.c=$(BUILD)/%) $(CHAOS_SRC:%.c=$(BUILD)/%)
 BENCH_BINS := $(BENCH_SRC:%.c=$(BUILD)/%)
+
+.PHONY: test-cluster
+# ---- cluster suite (tests/cluster/): built and run only by `make test-cluster`
+CLUSTER_BINS := $(patsubst %.c,$(BUILD)/%,$(sort $(wildcard tests/cluster/test_*.c)))
+test-cluster: deps
+	@$(MAKE) --no-print-directory all $(CLUSTER_BINS)
+	@BUILD=$(BUILD) tests/cluster/run.sh
+# deploy/ files checked (systemd-analyze, YAML, Kubernetes schemas, dashboard metrics); also run by `make test`
+.PHONY: test-deploy
+test-deploy: all
+	@BUILD=$(BUILD) tests/deploy/test_deploy.sh
+# a mixed load over every domain for SOAK_MIN minutes; fails on RSS/fd growth (tests/soak/run.sh)
+.PHONY: soak
+soak: deps
+	@$(MAKE) --no-print-directory all $(BENCH_BINS)
+	@BUILD=$(BUILD) SOAK_MIN=$(or $(SOAK_MIN),10) tests/soak/run.sh
+# ---- end cluster suite
 
 .PHONY: all deps test unit sanitize fuzz bench run install clean programs tests
 all: $(PROGRAMS) $(MONGO_PLUGIN)

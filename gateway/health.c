@@ -167,7 +167,17 @@ static void service_status_run(gw_req_t *r) {
 
 void gw_service_status(gw_req_t *r) { gw_require_live_service(r, service_status_run); }
 
-void gw_metrics(gw_req_t *r) {
+/* /metrics also says how many dead letters each domain holds: a gauge
+ * bus_dead_letters{service} from the liveness cache's probes of dead.<s>
+ * (refreshed for the scrape; the answer waits for them, never the loop).
+ * A queue the broker does not have, or a broker that is down, leaves the
+ * gauge at its last value. */
+typedef struct {
+    gw_req_t *r;
+    int pending;
+} metrics_ctx_t;
+
+static void metrics_answer(gw_req_t *r) {
     size_t len = 0;
     char *text = bus_metrics_render(&len);
     if (!text) {
@@ -176,4 +186,40 @@ void gw_metrics(gw_req_t *r) {
     }
     gw_finish(r, 200, "text/plain; version=0.0.4", text, len);
     free(text);
+}
+
+static void on_metrics_probed(void *data) {
+    metrics_ctx_t *m = data;
+    if (--m->pending > 0) return;
+    gw_t *gw = m->r->gw;
+    for (size_t i = 0; bus_domains[i]; i++) {
+        char name[80];
+        gw_queue_state_t q;
+        bus_queue_name(name, sizeof name, "dead", bus_domains[i]);
+        if (gw_liveness_get(gw, name, &q) == 0 && q.known && q.rc == 0)
+            bus_gauge_set(bus_gauge("bus_dead_letters", "Messages waiting in dead.<service> (busctl dead list)",
+                                    "service", bus_domains[i], NULL),
+                          q.messages);
+    }
+    gw_req_t *r = m->r;
+    free(m);
+    metrics_answer(r);
+}
+
+void gw_metrics(gw_req_t *r) {
+    gw_t *gw = r->gw;
+    metrics_ctx_t *m = calloc(1, sizeof *m);
+    if (!m) {
+        gw_fail(r, 500, "out of memory");
+        return;
+    }
+    m->r = r;
+    m->pending = 1; /* held while the probes are made */
+    if (bus_conn_is_up(gw->conn) && !bus_conn_blocked(gw->conn))
+        for (size_t i = 0; bus_domains[i]; i++) {
+            char name[80];
+            bus_queue_name(name, sizeof name, "dead", bus_domains[i]);
+            m->pending += gw_liveness_refresh(gw, name, on_metrics_probed, m);
+        }
+    on_metrics_probed(m);
 }

@@ -188,14 +188,15 @@ static void on_up(bus_conn_t *conn, void *data) {
 
 static void on_down(bus_conn_t *conn, int err, void *data) {
     (void)conn;
-    (void)data;
+    gw_t *gw = data;
+    if (gw->stopping) return; /* our own clean close after a signal: nothing is wrong */
     bus_warn(NULL, "broker connection down (%s); RPC and events answer 503 until it is back", bus_strerror(err));
 }
 
 static void on_redis_state(int connected, void *data) {
     gw_t *gw = data;
     if (connected) bus_info(NULL, "redis connection up");
-    else
+    else if (!gw->stopping) /* not our own clean close */
         bus_warn(NULL, "redis down: rate limits %s (%s)", gw->rate_fail_closed ? "refuse requests" : "are not enforced",
                  gw->redis ? bus_redis_last_error(gw->redis) : "");
 }

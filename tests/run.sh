@@ -111,9 +111,11 @@ run_fuzz() { # seconds per target
 case "$mode" in
 unit)
     run_dir tests/unit
+    run_program tests/deploy/test_deploy.sh   # deploy/ files: systemd units, compose, kubernetes, dashboard
     ;;
 all)
     run_dir tests/unit
+    run_program tests/deploy/test_deploy.sh   # deploy/ files: systemd units, compose, kubernetes, dashboard
     start_servers
     run_dir tests/integration
     run_dir tests/chaos

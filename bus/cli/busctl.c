@@ -6,7 +6,11 @@
  *   busctl schema check SCHEMA.json [INSTANCE.json|-]
  *   busctl schema list [--dir DIR]
  *   busctl apikey new --id NAME --scopes SCOPE[,SCOPE...]
+ *   busctl giftcodes redeem CODE | busctl players refresh ...  (cli_giftcodes.c)
+ *   busctl dead list|show|replay|purge SERVICE ...   (cli_dead.c)
+ *   busctl events [PATTERN] [--json] | --bindings    (cli_events.c)
  *
+ * JSON output is indented on a terminal and one compact line on a pipe.
  * Exit codes: 0 success; 1 an error reply / invalid instance; 2 usage or
  * connection errors. The broker is BUS_AMQP_URL (or --amqp-url URL).
  */
@@ -16,6 +20,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "bus/config.h"
 #include "bus/conn.h"
 #include "bus/envelope.h"
 #include "bus/error.h"
@@ -26,19 +31,52 @@
 
 static const char *amqp_url = NULL;
 
-static int usage(void) {
-    fprintf(stderr,
-            "usage:\n"
+static void print_usage(FILE *to) {
+    fprintf(to,
+            "usage: busctl [--amqp-url URL] COMMAND ...\n"
             "  busctl call SERVICE METHOD [JSON|-] [--timeout MS]   call an RPC method, print the reply\n"
             "  busctl publish TYPE [JSON|-] [--source S] [--subject S] [--correlation-id ID]\n"
             "                                                      publish an event, print its id once confirmed\n"
             "  busctl status [--json]                              each domain: live instances, backlog, dead letters\n"
+            "  busctl dead list SERVICE [--json]                   dead letters: type, id, reason, attempts, age, body\n"
+            "  busctl dead show SERVICE ID                         one dead letter, whole\n"
+            "  busctl dead replay SERVICE (ID | --all)             send back to its queue (audited)\n"
+            "  busctl dead purge SERVICE (ID | --all) [--yes]      delete (asks first; --yes for scripts)\n"
+            "  busctl events [PATTERN] [--json]                    watch events live (PATTERN: topic, default #)\n"
+            "  busctl events --bindings [--json]                   which event types some service consumes\n"
             "  busctl schema check SCHEMA.json [INSTANCE.json|-]   validate an instance (0 valid, 1 invalid, 2 error)\n"
             "  busctl schema list [--dir DIR]                      event types and methods with their schema files\n"
             "  busctl apikey new --id NAME --scopes S1,S2          make an API key for the HTTP edge\n"
-            "options: --amqp-url URL (default $BUS_AMQP_URL or amqp://guest:guest@127.0.0.1:5672/)\n"
-            "         --help, --version\n");
+            "  busctl giftcodes redeem CODE [--note TEXT]          add a gift code, show its redemption live\n"
+            "  busctl players refresh (--state N | ID...)          refresh verified players, with a progress bar\n"
+            "options: --amqp-url URL   the broker (default $BUS_AMQP_URL, else amqp://guest:guest@127.0.0.1:5672/)\n"
+            "         --help, -h       this text, on standard output\n"
+            "         --version        the version\n"
+            "environment: BUS_AMQP_URL, BUS_SCHEMAS_DIR (schemas; default ./schemas, else the installed ones),\n"
+            "             BUS_LOG_LEVEL\n"
+            "JSON output is indented on a terminal, one compact line on a pipe.\n"
+            "exit codes: 0 success; 1 an error reply, an invalid instance, nothing matched; 2 usage or broker errors\n");
+}
+
+static int usage(void) {
+    print_usage(stderr);
     return 2;
+}
+
+const char *bus_cli_amqp_url(void) {
+    const char *url = amqp_url ? amqp_url : getenv("BUS_AMQP_URL");
+    return url && *url ? url : "amqp://guest:guest@127.0.0.1:5672/";
+}
+
+const char *bus_cli_schemas_dir(void) {
+    const char *dir = getenv("BUS_SCHEMAS_DIR");
+    return dir && *dir ? dir : bus_config_default_schemas_dir();
+}
+
+void bus_cli_print_json(const cJSON *doc) {
+    char *s = isatty(STDOUT_FILENO) ? cJSON_Print(doc) : cJSON_PrintUnformatted(doc);
+    printf("%s\n", s ? s : "");
+    free(s);
 }
 
 /* Reads a JSON argument: literal text, or "-" for standard input. Caller frees. */
@@ -77,8 +115,7 @@ typedef struct {
 } cli_t;
 
 static int cli_connect(cli_t *cli, int with_rpc) {
-    const char *url = amqp_url ? amqp_url : getenv("BUS_AMQP_URL");
-    if (!url || !*url) url = "amqp://guest:guest@127.0.0.1:5672/";
+    const char *url = bus_cli_amqp_url();
     uv_loop_init(&cli->loop);
     char err[512];
     bus_conn_options_t o = {.url = url, .name = "busctl"};
@@ -128,9 +165,7 @@ static void on_call_reply(int status, const char *reply, size_t len, void *data)
         cli->exit_code = 1;
         return;
     }
-    char *pretty = cJSON_Print(doc);
-    printf("%s\n", pretty ? pretty : "");
-    free(pretty);
+    bus_cli_print_json(doc);
     cJSON_Delete(doc);
     cli->exit_code = ok ? 0 : 1;
 }
@@ -279,9 +314,7 @@ static int cmd_status(int argc, char **argv) {
         }
     }
     if (json) {
-        char *s = cJSON_Print(out);
-        printf("%s\n", s);
-        free(s);
+        bus_cli_print_json(out);
     }
     cJSON_Delete(out);
     cli_close(&cli);
@@ -297,7 +330,7 @@ int main(int argc, char **argv) {
     for (; i < argc; i++) {
         if (strcmp(argv[i], "--amqp-url") == 0 && i + 1 < argc) amqp_url = argv[++i];
         else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            usage();
+            print_usage(stdout);
             return 0;
         } else if (strcmp(argv[i], "--version") == 0) {
             printf("busctl %s\n", BUS_VERSION);
@@ -313,5 +346,9 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "status") == 0) return cmd_status(rest, args);
     if (strcmp(cmd, "schema") == 0) return bus_cli_schema(rest, args);
     if (strcmp(cmd, "apikey") == 0) return bus_cli_apikey(rest, args);
+    if (strcmp(cmd, "giftcodes") == 0) return bus_cli_giftcodes(rest, args, amqp_url);
+    if (strcmp(cmd, "players") == 0) return bus_cli_players(rest, args, amqp_url);
+    if (strcmp(cmd, "dead") == 0) return bus_cli_dead(rest, args);
+    if (strcmp(cmd, "events") == 0) return bus_cli_events(rest, args);
     return usage();
 }

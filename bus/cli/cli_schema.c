@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bus/config.h"
 #include "bus/envelope.h"
 #include "bus/error.h"
 #include "bus/schema.h"
@@ -37,7 +38,7 @@ static int check_by_name(int argc, char **argv) {
     const char *dir = getenv("BUS_SCHEMAS_DIR");
     char err[1024];
     bus_schema_registry_t *reg = NULL;
-    if (bus_schema_registry_load(dir && *dir ? dir : "schemas", &reg, err, sizeof err) != 0) {
+    if (bus_schema_registry_load(dir && *dir ? dir : bus_config_default_schemas_dir(), &reg, err, sizeof err) != 0) {
         fprintf(stderr, "%s\n", err);
         return 2;
     }
@@ -54,7 +55,7 @@ static int check_by_name(int argc, char **argv) {
         }
     }
     if (!schema) {
-        fprintf(stderr, "no %s schema for %s in %s\n", kind + 2, name, dir && *dir ? dir : "schemas");
+        fprintf(stderr, "no %s schema for %s in %s\n", kind + 2, name, dir && *dir ? dir : bus_config_default_schemas_dir());
         bus_schema_registry_free(reg);
         return 2;
     }
@@ -104,7 +105,7 @@ int bus_cli_schema(int argc, char **argv) {
 int bus_cli_check_event(const char *type, const cJSON *data, char *err, size_t errlen) {
     const char *dir = getenv("BUS_SCHEMAS_DIR");
     bus_schema_registry_t *reg = NULL;
-    int rc = bus_schema_registry_load(dir && *dir ? dir : "schemas", &reg, err, errlen);
+    int rc = bus_schema_registry_load(dir && *dir ? dir : bus_config_default_schemas_dir(), &reg, err, errlen);
     if (rc == BUS_ENOT_FOUND) return 0; /* no schemas here: the consumer validates */
     if (rc != 0) return rc;
     const bus_schema_t *s = bus_schema_registry_event(reg, type);

@@ -5,6 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "bus/error.h"
 #include "bus/log.h"
@@ -20,7 +23,7 @@ typedef struct {
 
 #define OFF(f) offsetof(bus_config_t, f)
 static const setting_t settings[] = {
-    {"BUS_AMQP_URL", "--amqp-url", "amqp://guest:guest@127.0.0.1:5672/", "RabbitMQ URL", KIND_STRING, 0, 0, OFF(amqp_url)},
+    {"BUS_AMQP_URL", "--amqp-url", "amqp://guest:guest@127.0.0.1:5672/", "RabbitMQ URL, or several separated by commas (failover)", KIND_STRING, 0, 0, OFF(amqp_url)},
     {"BUS_REDIS_URL", "--redis-url", "redis://127.0.0.1:6379/0", "Redis URL", KIND_STRING, 0, 0, OFF(redis_url)},
     {"BUS_STORE", "--store", "sqlite:var/bus.db", "store: sqlite:PATH or mongodb://...", KIND_STRING, 0, 0, OFF(store)},
     {"BUS_HTTP_ADDR", "--http-addr", "127.0.0.1:8080", "HTTP listen address (gateway)", KIND_ADDR, 0, 0, OFF(http_addr)},
@@ -36,6 +39,71 @@ static const setting_t settings[] = {
     {"BUS_HEARTBEAT_S", "--heartbeat-s", "10", "AMQP heartbeat interval", KIND_INT, 1, 600, OFF(heartbeat_s)},
 };
 #define NSETTINGS (sizeof settings / sizeof settings[0])
+
+/* Where `make install` put the schemas (the Makefile passes
+ * -DBUS_DATADIR=$(PREFIX)/share/bus). */
+#ifndef BUS_DATADIR
+#define BUS_DATADIR "/usr/local/share/bus"
+#endif
+
+int bus_config_in_checkout(void) {
+    struct stat st;
+    return stat("schemas", &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+const char *bus_config_default_schemas_dir(void) {
+    if (bus_config_in_checkout()) return "schemas";
+    /* an installed tree that was moved (or staged with DESTDIR): the schemas
+     * next to the program, <bin>/../share/bus/schemas, before the compiled-in place */
+    static char near[PATH_MAX + 32];
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = '\0';
+        char *slash = strrchr(exe, '/');
+        if (slash) {
+            *slash = '\0';
+            snprintf(near, sizeof near, "%s/../share/bus/schemas", exe);
+            struct stat st;
+            if (stat(near, &st) == 0 && S_ISDIR(st.st_mode)) return near;
+        }
+    }
+    return BUS_DATADIR "/schemas";
+}
+
+const char *bus_config_state_dir(void) {
+    static char dir[1024];
+    const char *xdg = getenv("XDG_STATE_HOME"), *home = getenv("HOME");
+    if (xdg && *xdg == '/') snprintf(dir, sizeof dir, "%s/bus", xdg);
+    else if (home && *home == '/') snprintf(dir, sizeof dir, "%s/.local/state/bus", home);
+    else snprintf(dir, sizeof dir, "/var/lib/bus");
+    return dir;
+}
+
+const char *bus_config_default_store(void) {
+    static char store[1100];
+    if (bus_config_in_checkout()) return "sqlite:var/bus.db";
+    const char *dir = bus_config_state_dir();
+    /* the state directory and its parents (~/.local/state may not exist
+     * yet); the store itself creates only the file's own folder */
+    char path[1024];
+    snprintf(path, sizeof path, "%s", dir);
+    for (char *slash = strchr(path + 1, '/');; slash = strchr(slash + 1, '/')) {
+        if (slash) *slash = '\0';
+        mkdir(path, 0755); /* an error shows when the store is opened */
+        if (!slash) break;
+        *slash = '/';
+    }
+    snprintf(store, sizeof store, "sqlite:%s/bus.db", dir);
+    return store;
+}
+
+/* The default of setting i: the data places depend on where the program runs. */
+static const char *default_of(size_t i) {
+    if (settings[i].offset == OFF(schemas_dir)) return bus_config_default_schemas_dir();
+    if (settings[i].offset == OFF(store)) return bus_config_default_store();
+    return settings[i].def;
+}
 
 int bus_parse_host_port(const char *addr, char *host, size_t hostlen, int *port) {
     if (!addr || !*addr) return -1;
@@ -122,7 +190,7 @@ static void usage(const char *program, const char *summary, bus_config_extra_t *
            program);
     for (size_t i = 0; i < NSETTINGS; i++)
         printf("  %-18s %-20s %s (default: %s)\n", settings[i].flag, settings[i].env, settings[i].help,
-               *settings[i].def ? settings[i].def : "unset");
+               *default_of(i) ? default_of(i) : "unset");
     for (size_t i = 0; i < nextras; i++)
         printf("  %-18s %-20s %s (default: %s)\n", extras[i].flag, extras[i].env, extras[i].help,
                extras[i].default_value && *extras[i].default_value ? extras[i].default_value : "unset");
@@ -135,7 +203,7 @@ int bus_config_load(bus_config_t *cfg, int argc, char **argv, const char *progra
     memset(cfg, 0, sizeof *cfg);
     for (size_t i = 0; i < NSETTINGS; i++) {
         const char *env = getenv(settings[i].env);
-        int rc = apply(cfg, &settings[i], settings[i].def, settings[i].env, err, errlen);
+        int rc = apply(cfg, &settings[i], default_of(i), settings[i].env, err, errlen);
         if (rc == 0 && env) rc = apply(cfg, &settings[i], env, settings[i].env, err, errlen);
         if (rc != 0) return rc;
     }

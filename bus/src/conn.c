@@ -65,7 +65,9 @@ typedef struct {
 
 struct bus_conn {
     uv_loop_t *loop;
-    char *url;
+    char *url;            /* one URL or a comma-separated list (see url_at) */
+    int nurls;
+    unsigned url_next;    /* the list entry the next connect attempt uses */
     char *name;
     bus_conn_options_t opts;
 
@@ -496,24 +498,53 @@ static void on_reconnect_timer(uv_timer_t *t) {
     if (!c->closing && !c->amqp) connect_attempt(c);
 }
 
+/* The i-th URL of a comma-separated list (spaces around entries ignored),
+ * copied into out; 0, -1 when the list has fewer entries, -2 when the
+ * entry does not fit. One URL is a list of one. */
+static int url_at(const char *list, int i, char *out, size_t outlen) {
+    const char *p = list;
+    for (; i > 0; i--) {
+        p = strchr(p, ',');
+        if (!p) return -1;
+        p++;
+    }
+    while (*p == ' ') p++;
+    size_t n = strcspn(p, ",");
+    while (n > 0 && p[n - 1] == ' ') n--;
+    if (n >= outlen) return -2;
+    memcpy(out, p, n);
+    out[n] = 0;
+    return 0;
+}
+
 int bus_conn_new(uv_loop_t *loop, const bus_conn_options_t *opts, bus_conn_t **out, char *err, size_t errlen) {
     init_metrics();
-    struct amqp_connection_info info;
-    char *probe = strdup(opts->url ? opts->url : "");
-    if (!probe) return BUS_EINTERNAL;
-    if (amqp_parse_url(probe, &info) != AMQP_STATUS_OK) {
+    const char *list = opts->url ? opts->url : "";
+    int nurls = 0;
+    for (;; nurls++) { /* every entry must parse: a typo fails now, not at the first failover */
+        char one[1024];
+        struct amqp_connection_info info;
+        int at = url_at(list, nurls, one, sizeof one);
+        if (at == -1) break;
+        if (at != 0 || amqp_parse_url(one, &info) != AMQP_STATUS_OK) {
+            if (at != 0 || url_at(list, nurls, one, sizeof one) != 0) snprintf(one, sizeof one, "%.300s", list);
+            char masked[512];
+            snprintf(err, errlen, "BUS_AMQP_URL: cannot parse \"%.300s\" (expected amqp://user:pass@host:port/vhost, "
+                     "or several of them separated by commas)", bus_url_mask(one, masked, sizeof masked));
+            return BUS_EBAD_REQUEST;
+        }
+    }
+    if (nurls == 0) {
         char masked[512];
-        snprintf(err, errlen, "BUS_AMQP_URL: cannot parse \"%s\" (expected amqp://user:pass@host:port/vhost)",
-                 bus_url_mask(opts->url, masked, sizeof masked));
-        free(probe);
+        snprintf(err, errlen, "BUS_AMQP_URL: cannot parse \"%.300s\"", bus_url_mask(list, masked, sizeof masked));
         return BUS_EBAD_REQUEST;
     }
-    free(probe);
     bus_conn_t *c = calloc(1, sizeof *c);
     if (!c) return BUS_EINTERNAL;
     c->loop = loop;
     c->opts = *opts;
-    c->url = strdup(opts->url);
+    c->url = strdup(list);
+    c->nurls = nurls;
     c->name = strdup(opts->name ? opts->name : "bus");
     c->opts.url = c->url;
     c->opts.name = c->name;
@@ -599,8 +630,11 @@ static void on_poll_closed(uv_handle_t *h) { free(h); }
  * short timeouts: it runs on the loop only while there is no connection. */
 static int open_amqp(bus_conn_t *c, char *err, size_t errlen) {
     struct amqp_connection_info info;
-    char *url = strdup(c->url);
+    /* Failover: each attempt takes the next URL of the list, so the
+     * reconnect after a lost connection goes to another node first. */
+    char *url = malloc(1024);
     if (!url) return BUS_EINTERNAL;
+    url_at(c->url, (int)(c->url_next++ % (unsigned)c->nurls), url, 1024);
     amqp_parse_url(url, &info);
     /* "amqp://host:5672/" names the empty vhost in the URI spec, but every
      * user of it means the default vhost "/" */
@@ -732,7 +766,8 @@ void bus_conn_start(bus_conn_t *c) {
 
 int bus_conn_connect_now(bus_conn_t *c, char *err, size_t errlen) {
     c->started = 1;
-    int rc = open_amqp(c, err, errlen);
+    int rc = BUS_EUNAVAILABLE;
+    for (int i = 0; i < c->nurls && rc != 0; i++) rc = open_amqp(c, err, errlen); /* each URL once */
     if (rc != 0) return BUS_EUNAVAILABLE;
     rc = finish_connect(c);
     if (rc != 0) snprintf(err, errlen, "connection lost during setup");
@@ -878,6 +913,8 @@ static void teardown(bus_conn_t *c, int err, const char *why) {
     }
     if (err != 0) schedule_reconnect(c);
 }
+
+void bus_conn_drop(bus_conn_t *c, const char *why) { teardown(c, BUS_EUNAVAILABLE, why); }
 
 void bus_conn_close(bus_conn_t *c, void (*cb)(void *), void *data) {
     if (c->closing) return;

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bus/config.h"
 #include "bus/error.h"
 #include "schema_internal.h"
 
@@ -97,7 +98,7 @@ int bus_schema_check_main(int argc, char **argv) {
 
 int bus_schema_list_main(int argc, char **argv) {
     const char *dir = getenv("BUS_SCHEMAS_DIR");
-    if (!dir || !*dir) dir = "schemas";
+    if (!dir || !*dir) dir = bus_config_default_schemas_dir();
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--dir") == 0 && i + 1 < argc) {
             dir = argv[++i];

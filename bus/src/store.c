@@ -32,6 +32,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bus/config.h"
 #include "bus/envelope.h"
 #include "bus/error.h"
 #include "bus/log.h"
@@ -261,7 +262,7 @@ static void on_done(uv_async_t *a);
 int bus_store_open(uv_loop_t *loop, const char *url, bus_store_t **out, char *err, size_t errlen) {
     *out = NULL;
     if (err && errlen) err[0] = 0;
-    if (!url || !*url) url = "sqlite:var/bus.db";
+    if (!url || !*url) url = bus_config_default_store();
     const bus__store_backend_t *be;
     void *impl = NULL;
     int rc;

@@ -16,6 +16,14 @@ int bus_topology_declare_exchanges(bus_conn_t *conn) {
     return rc;
 }
 
+int bus_topology_declare_unrouted(bus_conn_t *conn) {
+    bus_queue_options_t o = {.durable = 1, .message_ttl_ms = 60000};
+    int rc = bus_conn_declare_exchange(conn, BUS_EXCHANGE_RPC_UNROUTED, "fanout");
+    if (rc == 0) rc = bus_conn_declare_queue(conn, BUS_QUEUE_RPC_UNROUTED, &o);
+    if (rc == 0) rc = bus_conn_bind(conn, BUS_QUEUE_RPC_UNROUTED, BUS_EXCHANGE_RPC_UNROUTED, "");
+    return rc;
+}
+
 int bus_topology_declare_audit(bus_conn_t *conn) {
     const char *age = getenv("BUS_AUDIT_MAX_AGE");
     bus_queue_options_t o = {.durable = 1, .queue_type = "stream", .max_age = age && *age ? age : "7D"};

@@ -82,6 +82,7 @@ static void on_up(bus_conn_t *conn, void *data) {
     if (rc == 0) rc = bus_conn_declare_queue(conn, w->q_retry, &retry);
     if (rc == 0) rc = bus_conn_declare_queue(conn, w->q_dead, &durable);
     if (rc == 0) rc = bus_conn_bind(conn, w->q_rpc, BUS_EXCHANGE_RPC, rpc_key);
+    if (rc == 0) rc = bus_topology_declare_unrouted(conn);
     for (const bus_subscription_t *s = w->def->subscriptions; rc == 0 && s && s->type; s++)
         rc = bus_conn_bind(conn, w->q_events, BUS_EXCHANGE_EVENTS, s->type);
     if (rc == 0) rc = bus__worker_consumers_declare(w, conn);
@@ -90,6 +91,9 @@ static void on_up(bus_conn_t *conn, void *data) {
     if (!bus_conn_is_up(conn)) return; /* the hook's declarations failed: again on the next connect */
     if (w->draining) return;
     rc = bus_conn_consume_fast(conn, w->q_rpc, 0, bus__worker_on_request, w, w->rpc_tag, sizeof w->rpc_tag);
+    if (rc == 0)
+        rc = bus_conn_consume_fast(conn, BUS_QUEUE_RPC_UNROUTED, 0, bus__worker_on_unrouted, w, w->unrouted_tag,
+                                   sizeof w->unrouted_tag);
     if (rc == 0)
         rc = bus_conn_consume(conn, w->q_events, 0, 0, amqp_empty_table, bus__worker_on_event, w, w->events_tag,
                               sizeof w->events_tag);
@@ -148,6 +152,7 @@ static void on_signal(uv_signal_t *s, int signum) {
     bus__worker_timers_drain(w); /* no new scheduled work */
     if (w->consuming) {
         bus_conn_cancel(w->conn, w->rpc_tag);
+        bus_conn_cancel(w->conn, w->unrouted_tag);
         bus_conn_cancel(w->conn, w->events_tag);
         w->consuming = 0;
     }

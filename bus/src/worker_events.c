@@ -131,12 +131,24 @@ void bus__worker_dead_letter(bus_worker_t *w, bus_msg_t *msg, const char *reason
         {BUS_HDR_DEAD_QUEUE, strlen(BUS_HDR_DEAD_QUEUE), w->q_events, strlen(w->q_events)},
         {BUS_HDR_ROUTING_KEY, strlen(BUS_HDR_ROUTING_KEY), queue, strlen(queue)},
     };
-    if (strncmp(msg->routing_key, w->def->service, strlen(w->def->service)) == 0) {
+    /* an RPC request: through bus.rpc ("<s>.<method>") or straight to rpc.<s>
+     * (an event type may start with the service's name: the exchange tells) */
+    if (strcmp(msg->exchange, BUS_EXCHANGE_RPC) == 0 || strcmp(msg->routing_key, w->q_rpc) == 0) {
         extra[1].value = w->q_rpc;
         extra[1].value_len = strlen(w->q_rpc);
     }
+    /* the id to find it by (busctl dead show): the AMQP message_id, else the
+     * CloudEvent id of the body (a plain client may set no message_id) */
+    char id[128];
+    snprintf(id, sizeof id, "%s", msg->message_id);
+    if (!*id && msg->len && msg->len <= (1u << 20) && msg->body[0] == '{') { /* not a huge one */
+        cJSON *doc = cJSON_ParseWithLength(msg->body, msg->len);
+        const char *ce_id = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(doc, "id"));
+        snprintf(id, sizeof id, "%s", ce_id ? ce_id : "");
+        cJSON_Delete(doc);
+    }
     bus_warn(*msg->correlation_id ? msg->correlation_id : NULL, "dead-lettered %s message %s (%zu bytes): %s",
-             msg->routing_key, msg->message_id, msg->len, reason);
+             msg->routing_key, *id ? id : "(no id)", msg->len, reason);
     forward(w, msg, w->q_dead, extra, 3, attempt < 1 ? 1 : attempt, NULL, 1);
 }
 

@@ -18,7 +18,7 @@ struct bus_worker {
     char instance[96];
     char source[80];
     char q_events[96], q_rpc[96], q_retry[96], q_dead[96];
-    char rpc_tag[128], events_tag[128];
+    char rpc_tag[128], events_tag[128], unrouted_tag[128];
     int consuming;
     int draining;
     long in_flight;
@@ -51,6 +51,9 @@ void bus__worker_on_event(bus_msg_t *msg, void *data);
  * queue), counted, and rejected without requeue, for the broker to move to
  * dead.<s> without this process copying its body. Ends the work item. */
 void bus__worker_reject_oversized(bus_worker_t *w, bus_msg_t *msg, const char *queue, int dlx);
+/* Consumer of rpc.unrouted (every worker serves it): answers not_found at
+ * once to a request for a service nobody has declared (bus/topology.h). */
+void bus__worker_on_unrouted(bus_msg_t *msg, void *data);
 void bus__worker_dead_letter(bus_worker_t *w, bus_msg_t *msg, const char *reason);
 /* worker.c: one unit of work finished (for the drain). */
 void bus__worker_work_done(bus_worker_t *w);

@@ -140,6 +140,10 @@ static void ping(bus_request_t *r) {
     cJSON_AddStringToObject(d, "version", BUS_VERSION);
     cJSON_AddNumberToObject(d, "uptime_s", (double)(uv_now(w->loop) - w->started_ms) / 1000.0);
     cJSON_AddNumberToObject(d, "in_flight", (double)w->in_flight);
+    /* the event types events.<s> is bound to (busctl events --bindings) */
+    cJSON *subs = cJSON_AddArrayToObject(d, "subscriptions");
+    for (const bus_subscription_t *s = w->def->subscriptions; s && s->type; s++)
+        cJSON_AddItemToArray(subs, cJSON_CreateString(s->type));
     bus_reply_ok(r, d);
 }
 
@@ -213,4 +217,32 @@ void bus__worker_on_request(bus_msg_t *msg, void *data) {
         return;
     }
     fn(r);
+}
+
+void bus__worker_on_unrouted(bus_msg_t *msg, void *data) {
+    bus_worker_t *w = data;
+    if (!*msg->reply_to) { /* nobody to answer, and no service of ours to dead-letter it to */
+        bus_info(*msg->correlation_id ? msg->correlation_id : NULL,
+                 "dropped a request for %s without reply_to: no such service", msg->routing_key);
+        bus_msg_ack(msg);
+        return;
+    }
+    char text[300];
+    const char *dot = strchr(msg->routing_key, '.');
+    snprintf(text, sizeof text, "no service \"%.*s\": nothing serves %s", dot ? (int)(dot - msg->routing_key) : 64,
+             msg->routing_key, msg->routing_key);
+    size_t len = 0;
+    char *body = bus_rpc_reply_error_json(BUS_ENOT_FOUND, text, &len);
+    bus_publish_t p = {
+        .exchange = "",
+        .routing_key = msg->reply_to,
+        .body = body ? body : "",
+        .len = body ? len : 0,
+        .content_type = "application/json",
+        .correlation_id = msg->correlation_id,
+        .unconfirmed = 1,
+    };
+    if (body && bus_conn_publish(w->conn, &p, NULL, NULL) == 0) bus_msg_ack(msg);
+    else bus_msg_free(msg); /* not connected: the broker redelivers it */
+    free(body);
 }

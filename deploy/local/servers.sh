@@ -133,6 +133,11 @@ start_rabbit() {
     echo $! > "$dir/rabbitmq/launcher.pid"
     for _ in $(seq 1 120); do
         if /usr/lib/rabbitmq/bin/rabbitmqctl -q -n "$node" await_startup --timeout 1 >/dev/null 2>&1; then
+            # bus.rpc's alternate exchange (bus/include/bus/topology.h): a
+            # request for a service nobody declared is answered not_found
+            /usr/lib/rabbitmq/bin/rabbitmqctl -q -n "$node" set_policy --apply-to exchanges bus-rpc-unrouted \
+                '^bus\.rpc$' '{"alternate-exchange":"bus.rpc.unrouted"}' >/dev/null 2>&1 ||
+                echo "could not set the bus-rpc-unrouted policy: unknown services will time out" >&2
             echo "rabbitmq up on 127.0.0.1:$amqp_port (node $node, epmd port $epmd_port, dir $dir/rabbitmq)"; return 0
         fi
         sleep 0.5

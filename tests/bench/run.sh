@@ -18,6 +18,7 @@
 #   5. Contention                     (bench_joins against 1-3 bus-alliances processes)
 #   6. Scheduled events               (bench_events against 3 bus-events processes)
 #   7. Notifications                  (bench_notifications against 1 and 3 bus-notifications processes)
+#   8. Verification                   (bench_verification: its own bus-verification processes + fake game API)
 set -uo pipefail
 
 cd "$(dirname "$0")/../.." || exit 1
@@ -509,6 +510,27 @@ if [ -x "$BUILD/bus-notifications" ] && [ -x "$BENCH_BIN/bench_notifications" ];
 else
     note "skipped (not built yet)"
 fi
+
+# ---------------------------------------------------------------- 8. verification
+
+# bus-verification against the fake game API (tests/support/fake_game_api.h):
+# verifications per second with the game-API limit lifted, 1 and 3 processes;
+# the shared limit's accuracy with 3 processes and 200 requests in flight
+# (limit 20 per 1 s: the most calls the fake saw in any 1 s window, and the
+# calls per window achieved). bench_verification starts the processes itself.
+section "8. Verification: verify/s against the fake game API; the shared limit under 3 processes"
+if [ -x "$BUILD/bus-verification" ] && [ -x "$BENCH_BIN/bench_verification" ]; then
+    mkdir -p "$SRV_DIR/verification"
+    if run_fg "bench_verification" 120 "$LOGS/verification.out" env BUS_TEST_TMPDIR="$SRV_DIR/verification" \
+        BUS_TEST_BUILD="$BUILD" BUS_SCHEMAS_DIR=schemas "$BENCH_BIN/bench_verification"; then :; fi
+    grep '^name=' "$LOGS/verification.out" | sed 's/^/  /'
+else
+    note "skipped (not built yet)"
+fi
+# ---------------------------------------------------------------- report with plots
+# build/bench/report.md and its PNGs: a script of its own (tests/bench/report.sh)
+section "Report with plots"
+BUILD=$BUILD tests/bench/report.sh || note "tests/bench/report.sh failed"
 
 echo
 if [ $CRASHED = 1 ]; then

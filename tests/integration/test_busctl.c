@@ -37,14 +37,14 @@ static void test_call_exit_codes_and_output(void) {
     char cmd[1024], out[8192];
     snprintf(cmd, sizeof cmd, "%s call ctltest echo '{\"a\":[1,2]}'", busctl());
     CHECK_INT(run(cmd, out, sizeof out), 0);
-    CHECK_CONTAINS(out, "\"success\":\ttrue");
+    CHECK_CONTAINS(out, "{\"success\":true"); /* compact on a pipe */
     CHECK_CONTAINS(out, "\"a\":");
     snprintf(cmd, sizeof cmd, "echo '{\"from\":\"stdin\"}' | %s call ctltest echo -", busctl());
     CHECK_INT(run(cmd, out, sizeof out), 0);
     CHECK_CONTAINS(out, "stdin");
     snprintf(cmd, sizeof cmd, "%s call ctltest fail", busctl());
     CHECK_INT(run(cmd, out, sizeof out), 1);
-    CHECK_CONTAINS(out, "\"error\":\t\"conflict\"");
+    CHECK_CONTAINS(out, "\"error\":\"conflict\"");
     snprintf(cmd, sizeof cmd, "%s call ctltest echo '{oops' 2>&1", busctl());
     CHECK_INT(run(cmd, out, sizeof out), 2);
     CHECK_CONTAINS(out, "malformed JSON");
@@ -113,7 +113,7 @@ static void test_status_counts_instances(void) {
 
 /* busctl schema check against the repo's schemas: a file, RPC params by name, event data by type. */
 static void test_schema_check(void) {
-    char cmd[1024], out[4096];
+    char cmd[1024], out[65536]; /* schema list grows with every domain */
     snprintf(cmd, sizeof cmd,
              "echo '{\"name\":\"x\",\"tag\":\"!\",\"state\":0,\"leader\":\"me\"}' | %s schema check --params alliances.create -",
              busctl());

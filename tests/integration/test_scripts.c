@@ -257,6 +257,26 @@ static void stop_run_sh(void) {
     }
 }
 
+/* Reads a whole file into buf (empty when missing). */
+static void slurp(const char *path, char *buf, size_t cap) {
+    buf[0] = '\0';
+    FILE *f = fopen(path, "r");
+    if (!f) return;
+    size_t n = fread(buf, 1, cap - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+}
+
+/* Runs a shell command; its exit status and stdout. */
+static int run_out(const char *cmd, char *out, size_t cap) {
+    FILE *p = popen(cmd, "r");
+    CHECK(p != NULL);
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = '\0';
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
 static void test_make_run_stops_only_its_own(void) {
     need_tools();
     const char *build = getenv("BUS_TEST_BUILD") ? getenv("BUS_TEST_BUILD") : "build";
@@ -267,7 +287,11 @@ static void test_make_run_stops_only_its_own(void) {
     use_ports(free_block());
     occupy_default_epmd();
     pid_t beam = start_fake_beam();
-    static char e_amqp[64], e_dist[64], e_stream[64], e_redis[64], e_http[64], e_dir[700], e_build[700];
+    static char e_amqp[64], e_dist[64], e_stream[64], e_redis[64], e_http[64], e_dir[700], e_build[700], e_metrics[64];
+    int metrics_port = amqp_port + 10; /* the five workers' /metrics: the next block */
+    for (int p = metrics_port; p < metrics_port + 5; p++)
+        if (port_answers(p)) SKIP("port %d is taken", p);
+    snprintf(e_metrics, sizeof e_metrics, "BUS_LOCAL_METRICS_PORT=%d", metrics_port);
     snprintf(e_amqp, sizeof e_amqp, "BUS_LOCAL_AMQP_PORT=%d", amqp_port);
     snprintf(e_dist, sizeof e_dist, "BUS_LOCAL_DIST_PORT=%d", amqp_port + 1);
     snprintf(e_stream, sizeof e_stream, "BUS_LOCAL_STREAM_PORT=%d", amqp_port + 2);
@@ -277,7 +301,8 @@ static void test_make_run_stops_only_its_own(void) {
     snprintf(e_build, sizeof e_build, "BUILD=%s", build);
     unsetenv("BUS_LOCAL_EPMD_PORT");
     unsetenv("BUS_STORE");
-    const char *env[] = {e_amqp, e_dist, e_stream, e_redis, e_http, e_dir, e_build, NULL};
+    unsetenv("BUS_API_KEYS_FILE");
+    const char *env[] = {e_amqp, e_dist, e_stream, e_redis, e_http, e_dir, e_build, e_metrics, NULL};
     char log[800];
     snprintf(log, sizeof log, "%s/run.log", tmp_root);
     snprintf(cleanup_dir, sizeof cleanup_dir, "%s/var/local", tmp_root);
@@ -301,9 +326,31 @@ static void test_make_run_stops_only_its_own(void) {
     CHECK(port_answers(amqp_port));
     CHECK(port_answers(epmd_port));
     wait_port(http_port, 1, 10000);
+    /* the banner: the line for a second terminal, and no API keys in force */
+    char want[300];
+    snprintf(want, sizeof want, "export BUS_AMQP_URL=amqp://guest:guest@127.0.0.1:%d/ BUS_REDIS_URL=redis://127.0.0.1:%d/0 "
+             "BUS_HTTP_ADDR=127.0.0.1:%d", amqp_port, redis_port, http_port);
+    CHECK_CONTAINS(text, want);
+    CHECK_CONTAINS(text, "API keys are NOT in force");
+    /* every worker has a metrics address; the edge counts dead letters */
+    for (int p = metrics_port; p < metrics_port + 5; p++) wait_port(p, 1, 10000);
+    char cmd[300], out[65536];
+    snprintf(cmd, sizeof cmd, "curl -s http://127.0.0.1:%d/metrics", metrics_port + 1);
+    CHECK_INT(run_out(cmd, out, sizeof out), 0);
+    CHECK_CONTAINS(out, "service=\"alliances\"");
+    snprintf(cmd, sizeof cmd, "curl -s http://127.0.0.1:%d/metrics", http_port);
+    CHECK_INT(run_out(cmd, out, sizeof out), 0);
+    CHECK_CONTAINS(out, "bus_dead_letters{service=\"alliances\"} 0");
     kill(run_sh, SIGTERM);
     CHECK_INT(bt_wait_exit(run_sh, 60000), 0);
     run_sh = 0;
+    /* a clean stop: no false warnings in the edge's log */
+    char gwlog[900], logtext[65536];
+    snprintf(gwlog, sizeof gwlog, "%s/var/log/gateway.log", tmp_root);
+    slurp(gwlog, logtext, sizeof logtext);
+    CHECK_CONTAINS(logtext, "HTTP server closed");
+    CHECK(!strstr(logtext, "broker connection down"));
+    CHECK(!strstr(logtext, "redis down"));
     wait_port(http_port, 0, 5000);
     wait_port(amqp_port, 0, 10000);
     wait_port(epmd_port, 0, 5000);
@@ -315,7 +362,68 @@ static void test_make_run_stops_only_its_own(void) {
     if (default_epmd) bt_kill(default_epmd, SIGKILL);
 }
 
+/* SIGINT to make alone (not its process group, as Ctrl-C would) stops
+ * `make run` and everything it started. */
+static pid_t make_pid;
+static void stop_make(void) {
+    if (make_pid > 0) kill(-make_pid, SIGTERM);
+    if (cleanup_dir[0]) {
+        sleep(2);
+        servers("stop", cleanup_dir);
+    }
+}
+
+static void test_sigint_to_make_alone_stops_make_run(void) {
+    need_tools();
+    const char *build = getenv("BUS_TEST_BUILD") ? getenv("BUS_TEST_BUILD") : "build";
+    char gw[600];
+    snprintf(gw, sizeof gw, "%s/bus-gateway", build);
+    if (access(gw, X_OK) != 0) SKIP("%s is not built (make run needs every program)", gw);
+    make_root("make");
+    use_ports(free_block());
+    int metrics_port = amqp_port + 10;
+    for (int p = metrics_port; p < metrics_port + 5; p++)
+        if (port_answers(p)) SKIP("port %d is taken", p);
+    char cmd[3000];
+    /* make in a session of its own, so that the signal reaches make alone;
+     * SIGINT at its default, as in a terminal (make then catches it) */
+    snprintf(cmd, sizeof cmd,
+             "exec env -u BUS_LOCAL_EPMD_PORT -u BUS_STORE -u BUS_API_KEYS_FILE BUS_LOCAL_AMQP_PORT=%d BUS_LOCAL_DIST_PORT=%d "
+             "BUS_LOCAL_STREAM_PORT=%d BUS_LOCAL_REDIS_PORT=%d BUS_HTTP_ADDR=127.0.0.1:%d BUS_RUN_DIR=%s/var "
+             "BUS_LOCAL_METRICS_PORT=%d make --no-print-directory run BUILD=%s",
+             amqp_port, amqp_port + 1, amqp_port + 2, redis_port, http_port, tmp_root, metrics_port, build);
+    char log[800];
+    snprintf(log, sizeof log, "%s/make.log", tmp_root);
+    snprintf(cleanup_dir, sizeof cleanup_dir, "%s/var/local", tmp_root);
+    signal(SIGINT, SIG_DFL);
+    sigset_t unblock;
+    sigemptyset(&unblock);
+    sigaddset(&unblock, SIGINT);
+    sigprocmask(SIG_UNBLOCK, &unblock, NULL);
+    char *argv[] = {"/usr/bin/setsid", "/bin/sh", "-c", cmd, NULL};
+    make_pid = bt_spawn_program(argv, NULL, log);
+    atexit(stop_make);
+    double end = bt_now_ms() + 120000;
+    char text[16384] = "";
+    while (bt_now_ms() < end) {
+        slurp(log, text, sizeof text);
+        if (strstr(text, "The platform is up") || !alive(make_pid)) break;
+        usleep(200000);
+    }
+    CHECK_CONTAINS(text, "The platform is up");
+    wait_port(http_port, 1, 10000);
+    CHECK_INT(kill(make_pid, SIGINT), 0);
+    CHECK(bt_wait_exit(make_pid, 60000) >= 0); /* make ends (interrupted) */
+    make_pid = 0;
+    wait_port(http_port, 0, 5000);
+    wait_port(amqp_port, 0, 20000);
+    wait_port(redis_port, 0, 5000);
+    for (int p = metrics_port; p < metrics_port + 5; p++) wait_port(p, 0, 5000);
+    cleanup_dir[0] = 0;
+}
+
 BUS_TESTS({"servers_sh_stops_only_its_own", test_servers_sh_stops_only_its_own, 150},
           {"servers_sh_leaves_a_foreign_epmd_on_its_port", test_servers_sh_leaves_a_foreign_epmd_on_its_port, 150},
           {"servers_sh_leaves_a_foreign_redis", test_servers_sh_leaves_a_foreign_redis, 30},
-          {"make_run_stops_only_its_own", test_make_run_stops_only_its_own, 200})
+          {"make_run_stops_only_its_own", test_make_run_stops_only_its_own, 200},
+          {"sigint_to_make_alone_stops_make_run", test_sigint_to_make_alone_stops_make_run, 240})

@@ -2,11 +2,13 @@
  * flag of the same meaning (the flag wins). A bad value is reported at start
  * naming the variable, never a crash later.
  *
- *   BUS_AMQP_URL        --amqp-url      amqp://guest:guest@127.0.0.1:5672/
+ *   BUS_AMQP_URL        --amqp-url      amqp://guest:guest@127.0.0.1:5672/  (a comma-separated list of
+ *                                       a cluster's nodes fails over: see bus/conn.h)
  *   BUS_REDIS_URL       --redis-url     redis://127.0.0.1:6379/0
- *   BUS_STORE           --store         sqlite:var/bus.db  (or mongodb://...)
+ *   BUS_STORE           --store         sqlite:var/bus.db in a checkout, else sqlite:<state dir>/bus.db
+ *                                       (or mongodb://...)
  *   BUS_HTTP_ADDR       --http-addr     127.0.0.1:8080
- *   BUS_SCHEMAS_DIR     --schemas-dir   schemas
+ *   BUS_SCHEMAS_DIR     --schemas-dir   schemas in a checkout, else $(PREFIX)/share/bus/schemas
  *   BUS_LOG_LEVEL       --log-level     info (debug|info|warn|error|off)
  *   BUS_PREFETCH        --prefetch      64 (1..65535): unacked RPC requests, and as many events, per process
  *   BUS_QUEUE_TYPE      --queue-type    classic (classic|quorum)
@@ -16,6 +18,12 @@
  *   BUS_RETRY_DELAY_MS  --retry-delay-ms 1000 (10..3600000): delay before a failed event is retried
  *   BUS_MAX_ATTEMPTS    --max-attempts  5 (1..100): deliveries before dead-lettering
  *   BUS_HEARTBEAT_S     --heartbeat-s   10 (1..600)
+ *
+ * "In a checkout" means the working directory has a schemas/ folder (make
+ * run, the tests); an installed program run anywhere else uses the
+ * installed schemas and a store under the state directory
+ * ($XDG_STATE_HOME/bus, else $HOME/.local/state/bus, else /var/lib/bus).
+ * Programs log to standard error (make run writes var/log/<program>.log).
  *
  * Ownership: a bus_config_t owns its strings; bus_config_free releases them.
  */
@@ -58,6 +66,16 @@ typedef struct bus_config_extra {
 int bus_config_load(bus_config_t *cfg, int argc, char **argv, const char *program, const char *summary,
                     bus_config_extra_t *extras, size_t nextras, char *err, size_t errlen);
 void bus_config_free(bus_config_t *cfg);
+/* 1 when the working directory has a schemas/ folder (a checkout). */
+int bus_config_in_checkout(void);
+/* "schemas" in a checkout, else <the program's folder>/../share/bus/schemas
+ * when it exists (an installed tree, even moved or staged with DESTDIR), else
+ * BUS_DATADIR "/schemas" (compiled in: $(PREFIX)/share/bus). Static. */
+const char *bus_config_default_schemas_dir(void);
+/* "sqlite:var/bus.db" in a checkout, else "sqlite:<state dir>/bus.db". Static buffer. */
+const char *bus_config_default_store(void);
+/* $XDG_STATE_HOME/bus, else $HOME/.local/state/bus, else /var/lib/bus. Static buffer. */
+const char *bus_config_state_dir(void);
 void bus_config_free_extras(bus_config_extra_t *extras, size_t nextras);
 
 /* Parses "host:port" or "[v6]:port". Returns 0 or -1. host gets at most hostlen-1 chars. */

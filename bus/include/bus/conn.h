@@ -50,7 +50,10 @@
 typedef struct bus_conn bus_conn_t;
 
 typedef struct bus_conn_options {
-    const char *url;           /* amqp://user:pass@host:port/vhost (copied) */
+    const char *url;           /* amqp://user:pass@host:port/vhost (copied), or several separated
+                                * by commas (the nodes of a cluster): each connect attempt takes
+                                * the next one, so a reconnect fails over to another node, and
+                                * bus_conn_connect_now tries each once */
     const char *name;          /* connection_name shown in the management UI (copied) */
     int heartbeat_s;           /* default 10; 0 = default */
     uint16_t prefetch;         /* basic.qos on channel 1; 0 = unlimited */
@@ -134,6 +137,10 @@ int bus_conn_connect_now(bus_conn_t *conn, char *err, size_t errlen);
 int bus_conn_is_up(const bus_conn_t *conn);
 /* Increments on each successful connect. */
 uint64_t bus_conn_generation(const bus_conn_t *conn);
+/* Drops the connection as if it were lost (on_down with BUS_EUNAVAILABLE,
+ * pending confirms failed, `why` logged), then reconnects as after any loss
+ * (to the next URL of the list). No-op while down. */
+void bus_conn_drop(bus_conn_t *conn, const char *why);
 /* Closes the AMQP connection cleanly and releases everything; pending
  * publishes complete with BUS_EUNAVAILABLE; cb (may be NULL) runs once all
  * handles are closed, after which conn is freed. */

@@ -8,6 +8,17 @@
  *   retry.<s>    holds failed events for BUS_RETRY_DELAY_MS, then dead-letters
  *                them back into events.<s> (x-message-ttl + DLX "")
  *   dead.<s>     failed messages, with headers x-bus-dead-reason and friends
+ *   bus.rpc.unrouted  fanout exchange: the alternate exchange of bus.rpc, which
+ *                receives every request no rpc.<s> queue is bound for (an
+ *                unknown service). The alternate exchange is set by a policy,
+ *                not an exchange argument: bus.rpc already exists on running
+ *                brokers without arguments, and declaring it again with
+ *                different arguments fails (PRECONDITION_FAILED) and closes
+ *                the channel. deploy/local/servers.sh sets the policy on the
+ *                private broker; README "Unknown services" gives the command.
+ *   rpc.unrouted queue bound to bus.rpc.unrouted; every worker consumes it and
+ *                answers not_found at once (x-message-ttl 60 s: a request
+ *                waiting longer than that has no caller left).
  */
 #ifndef BUS_TOPOLOGY_H
 #define BUS_TOPOLOGY_H
@@ -21,6 +32,8 @@
 #define BUS_EXCHANGE_AUDIT "bus.audit"
 #define BUS_AUDIT_STREAM "audit.log"
 #define BUS_DIRECT_REPLY_TO "amq.rabbitmq.reply-to"
+#define BUS_EXCHANGE_RPC_UNROUTED "bus.rpc.unrouted"
+#define BUS_QUEUE_RPC_UNROUTED "rpc.unrouted"
 
 /* Message headers the platform reads and writes. */
 #define BUS_HDR_CORRELATION "x-correlation-id" /* end-to-end id (X-Request-Id) */
@@ -35,6 +48,8 @@ extern const char *const bus_domains[];
 
 /* Declares bus.events, bus.rpc, bus.audit (durable; idempotent). 0 or BUS_EUNAVAILABLE. */
 int bus_topology_declare_exchanges(bus_conn_t *conn);
+/* Declares bus.rpc.unrouted and the rpc.unrouted queue bound to it. 0 or BUS_EUNAVAILABLE. */
+int bus_topology_declare_unrouted(bus_conn_t *conn);
 /* Declares the audit stream and binds it (retention BUS_AUDIT_MAX_AGE, default 7D). */
 int bus_topology_declare_audit(bus_conn_t *conn);
 /* Writes "<kind>.<service>" into buf (kind: "events", "rpc", "retry", "dead"). */
