@@ -29,7 +29,7 @@
 
 /* The rate-limit identity of a request without a key: the peer address
  * without the port ("127.0.0.1:5123" -> "127.0.0.1", "[::1]:5" -> "[::1]"). */
-static void client_from_peer(gw_req_t *r) {
+void gw_client_from_peer(gw_req_t *r) {
     const char *peer = bus_http_peer(r->http);
     const char *colon = strrchr(peer, ':');
     size_t n = colon ? (size_t)(colon - peer) : strlen(peer);
@@ -38,14 +38,28 @@ static void client_from_peer(gw_req_t *r) {
     r->client[n] = '\0';
 }
 
+static void answer_denied(gw_req_t *r) { gw_fail_unauthenticated(r, r->denied); }
+
+/* A failed authentication counts against the client's address (the bucket
+ * of requests without a key): once over the limit, the answer is 429
+ * instead of 401, so that guessing keys is as slow as the limit. */
+static void deny(gw_req_t *r, const char *message) {
+    snprintf(r->denied, sizeof r->denied, "%s", message);
+    gw_client_from_peer(r);
+    r->next = answer_denied;
+    r->rl_fail_open = 1;
+    gw_rate_limit(r);
+}
+
 int gw_authorize(gw_req_t *r, const char *scope) {
     gw_t *gw = r->gw;
     if (!gw->keys) {
-        client_from_peer(r);
+        gw_client_from_peer(r);
         return 0;
     }
+    /* an empty X-API-Key is no key: Authorization: Bearer is used then */
     const char *secret = bus_http_header(r->http, "X-API-Key");
-    if (!secret) {
+    if (!secret || !*secret) {
         const char *a = bus_http_header(r->http, "Authorization");
         if (a && strncasecmp(a, "Bearer ", 7) == 0) {
             secret = a + 7;
@@ -54,13 +68,13 @@ int gw_authorize(gw_req_t *r, const char *scope) {
     }
     if (!secret || !*secret) {
         bus_counter_inc(gw->m_auth_missing, 1);
-        gw_fail_unauthenticated(r, "an API key is required (X-API-Key header)");
+        deny(r, "an API key is required (X-API-Key header)");
         return -1;
     }
     const bus_apikey_t *key = bus_apikeys_find(gw->keys, secret);
     if (!key) {
         bus_counter_inc(gw->m_auth_invalid, 1);
-        gw_fail_unauthenticated(r, "unknown API key");
+        deny(r, "unknown API key");
         return -1;
     }
     snprintf(r->key_id, sizeof r->key_id, "%s", bus_apikey_id(key));
@@ -206,19 +220,29 @@ void gw_rate_limit_free(gw_t *gw) {
 /* Redis could not count this request. */
 static void unavailable(gw_req_t *r) {
     bus_counter_inc(r->gw->m_rl_unavailable, 1);
-    if (r->gw->rate_fail_closed) {
+    if (r->gw->rate_fail_closed && !r->rl_fail_open) {
         gw_fail(r, 503, "rate limiting is unavailable (Redis is down) and BUS_RATELIMIT_FAIL=closed");
         return;
     }
     r->next(r);
 }
 
+/* The limit of a client's window: the status and health routes count in
+ * windows of their own ("public:<address>", BUS_PUBLIC_RATE_LIMIT), so that
+ * health checks and API calls from one address do not eat each other's
+ * budget; everything else BUS_RATE_LIMIT. */
+static int64_t limit_of(const gw_t *gw, const char *client) {
+    if (gw->rate_limit <= 0) return 0; /* BUS_RATE_LIMIT=0 turns every limit off */
+    return strncmp(client, "public:", 7) == 0 ? gw->public_rate_limit : gw->rate_limit;
+}
+
 static void set_headers(gw_req_t *r, int64_t count, int64_t window) {
     gw_t *gw = r->gw;
     int64_t now = wall_ms();
+    int64_t limit = limit_of(gw, r->client);
     r->rl_known = 1;
-    r->rl_limit = gw->rate_limit;
-    r->rl_remaining = count >= gw->rate_limit ? 0 : gw->rate_limit - count;
+    r->rl_limit = limit;
+    r->rl_remaining = count >= limit ? 0 : limit - count;
     r->rl_reset_s = (window + gw->rate_window_ms - now + 999) / 1000;
     if (r->rl_reset_s < 0) r->rl_reset_s = 0;
 }
@@ -251,7 +275,7 @@ static void on_counted(int status, int64_t count, int64_t ttl_ms, void *data) {
     }
     gw_t *gw = r->gw;
     set_headers(r, count, window);
-    if (count > gw->rate_limit) {
+    if (count > r->rl_limit) {
         bus_counter_inc(gw->m_rate_limited, 1);
         gw_fail_rate_limited(r);
         return;
@@ -316,7 +340,7 @@ static void mark_dirty(gw_t *gw, rl_client_t *c) {
 
 void gw_rate_limit(gw_req_t *r) {
     gw_t *gw = r->gw;
-    if (gw->rate_limit <= 0) {
+    if (limit_of(gw, r->client) <= 0) {
         r->next(r);
         return;
     }
@@ -329,12 +353,13 @@ void gw_rate_limit(gw_req_t *r) {
         gw->rl.flusher.data = gw;
         gw->rl.flusher_on = 1;
     }
-    if (!r->client[0]) client_from_peer(r); /* a route that needs no key */
+    if (!r->client[0]) gw_client_from_peer(r); /* a route that needs no key */
     int64_t window = wall_ms() / gw->rate_window_ms * gw->rate_window_ms;
     rl_client_t *c = client_slot(gw, r->client, window);
-    int64_t margin = gw->rate_limit / 10 > 16 ? gw->rate_limit / 10 : 16;
+    int64_t limit = limit_of(gw, r->client);
+    int64_t margin = limit / 10 > 16 ? limit / 10 : 16;
     int64_t est = c ? c->known + c->local + 1 : 0;
-    if (c && c->seen && est <= gw->rate_limit - margin && (c->dirty || gw->rl.ndirty < RL_SLOTS)) {
+    if (c && c->seen && est <= limit - margin && (c->dirty || gw->rl.ndirty < RL_SLOTS)) {
         /* far below the limit: go ahead, count it in this iteration's batch */
         c->local++;
         c->unsent++;

@@ -167,6 +167,22 @@ void gw_events(gw_req_t *r) {
             return;
         }
         if (!env.correlationid) env.correlationid = strdup(r->request_id);
+        /* With API keys the caller's identity is part of source, as in the
+         * binary form: "bus-gateway/<key id>/<the client's source>", so that
+         * no key holder can speak as a platform service (README "The HTTP
+         * edge"). Without keys (loopback only) source stays as given. */
+        if (r->key_id[0]) {
+            size_t n = strlen(r->key_id) + strlen(env.source) + 16;
+            char *src = malloc(n);
+            if (!src) {
+                bus_envelope_clear(&env);
+                gw_fail(r, 500, "out of memory");
+                return;
+            }
+            snprintf(src, n, "bus-gateway/%s/%s", r->key_id, env.source);
+            free(env.source);
+            env.source = src;
+        }
         prefix = "/data";
     } else {
         cJSON *data = NULL;

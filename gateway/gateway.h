@@ -16,6 +16,7 @@
  *                 asked of the broker with asynchronous probes, cached and
  *                 refreshed; the "live instance before an RPC" gate
  *   openapi.c     GET /api/v1/openapi.json, built once from schemas/
+ *   docs.c        GET /api/docs, the HTML page made from that document
  *   access_log.c  one JSON line per request, written in batches
  *
  * Everything runs on the one loop thread of the process; nothing here is
@@ -53,6 +54,7 @@
 #define GW_REQUEST_ID_CAP 130 /* 128 characters of a client's id + NUL (respond.c) */
 #define GW_ROUTES_MAX 32      /* rows the route table may hold (routes.c checks at compile time) */
 #define GW_ACCESS_LOG_BYTES (64 * 1024) /* lines buffered before a write (access_log.c) */
+#define GW_RL_PUBLIC 2        /* gw_route_t.rate_limited of the public status and health routes */
 #define GW_ROUTE_NONE 0       /* gw_req_t.route of a request no row matched, and of the server's own errors */
 
 typedef struct gw {
@@ -61,6 +63,7 @@ typedef struct gw {
     /* settings of the edge (validated in main.c) */
     const char *keys_file;    /* NULL = open access */
     int64_t rate_limit;       /* requests per window; 0 = no limit */
+    int64_t public_rate_limit; /* per address, status and health routes ("public:<address>" windows) */
     int64_t rate_window_ms;
     int rate_fail_closed;     /* 1: refuse when Redis is down */
     char **cors_origins;      /* NULL = no CORS; {"*"} = any */
@@ -79,6 +82,8 @@ typedef struct gw {
     bus_http_server_t *http;
     char *openapi;            /* the document, built at start */
     size_t openapi_len;
+    char *docs;               /* GET /api/docs: the HTML page made from openapi at start (docs.c) */
+    size_t docs_len;
     uv_signal_t sigterm, sigint;
     int stopping;
 
@@ -134,6 +139,9 @@ typedef struct gw_req {
     char client[80];            /* rate-limit identity: key id or peer address */
     /* rate-limit headers, set once the counter answered (rl_known) */
     int rl_known;
+    int rl_fail_open;           /* 1: Redis down lets this request through even with BUS_RATELIMIT_FAIL=closed
+                                   (public routes, failed authentications) */
+    char denied[64];            /* the 401 message of a failed authentication, answered after its count (auth.c) */
     int64_t rl_limit, rl_remaining, rl_reset_s;
     /* route parameters, copied from the path by the route table ("" = not in the route) */
     char service[64], method[64];
@@ -160,7 +168,8 @@ typedef struct {
     /* API-key scope needed, with {parameters} filled in ("rpc:{service}.{method}");
      * NULL: no key needed */
     const char *scope;
-    int rate_limited;     /* 1: counted against the client's window first (429) */
+    int rate_limited;     /* 1: counted against the client's window first (429); GW_RL_PUBLIC: the same,
+                             per address, and served when Redis is down whatever BUS_RATELIMIT_FAIL says */
 } gw_route_t;
 
 /* ---- routes.c ---- */
@@ -223,9 +232,13 @@ void gw_events(gw_req_t *r); /* POST /api/v1/events/{type} */
 /* ---- auth.c ---- */
 /* Authenticates r for `scope` ("rpc:<service>.<method>", "events:<type>")
  * and sets r->key_id and r->client (the rate-limit identity). Returns 0 when
- * allowed; otherwise it has answered (401/403), r is gone, and it returns
- * -1. With no keys file every request is allowed (caller "anonymous"). */
+ * allowed; otherwise it has answered or will answer (401 after counting the
+ * failure against the peer address, 429 once that is over the limit; 403),
+ * r is not the caller's any more, and it returns -1. With no keys file every request is allowed (caller "anonymous"). */
 int gw_authorize(gw_req_t *r, const char *scope);
+/* Sets r->client to the peer address without its port: the rate-limit
+ * identity of a request without a (valid) key. */
+void gw_client_from_peer(gw_req_t *r);
 /* Counts the request against the client's window (r->client; the peer
  * address when gw_authorize has not set it), then calls r->next(r) or
  * answers 429 (or 503 when Redis is down and BUS_RATELIMIT_FAIL=closed). */
@@ -272,6 +285,12 @@ void gw_liveness_free(gw_t *gw);
 /* Builds the document from the registry (may be NULL). malloc'd, caller frees. */
 char *gw_openapi_build(const bus_schema_registry_t *reg, const char *schemas_dir, size_t *len);
 void gw_openapi(gw_req_t *r);
+
+/* ---- docs.c ---- */
+/* The HTML page of GET /api/docs made from the OpenAPI document (malloc'd,
+ * the caller frees; NULL when it cannot be parsed or memory runs out). */
+char *gw_docs_build(const char *openapi, size_t *len);
+void gw_docs(gw_req_t *r);
 
 /* ---- access_log.c ---- */
 /* Starts the log when gw->access_log is set (on gw->loop). */

@@ -154,8 +154,27 @@ static void on_service_probed(void *data) {
     decide(r, slot_of(r->gw, name, 0));
 }
 
+/* 1 when schemas/ has an rpc/<service>.<method>.json file for service. */
+static int service_in_schemas(const gw_t *gw, const char *service) {
+    size_t n = gw->schemas ? bus_schema_registry_method_count(gw->schemas) : 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *svc = NULL;
+        if (bus_schema_registry_method_at(gw->schemas, i, &svc, NULL, NULL, NULL, NULL) == 0 && svc &&
+            strcmp(svc, service) == 0)
+            return 1;
+    }
+    return 0;
+}
+
 void gw_require_live_service(gw_req_t *r, void (*then)(gw_req_t *r)) {
     gw_t *gw = r->gw;
+    /* Only the services of schemas/ are looked up: any other name is a 404
+     * that never touches the broker nor takes a slot of the cache, so that
+     * nobody can fill the cache with names that do not exist. */
+    if (!service_in_schemas(gw, r->service)) {
+        gw_fail(r, 404, "unknown service \"%s\" (no rpc/%s.*.json in schemas/)", r->service, r->service);
+        return;
+    }
     if (!bus_conn_is_up(gw->conn) || bus_conn_blocked(gw->conn)) {
         gw_fail_broker(r);
         return;

@@ -6,6 +6,7 @@
  *   BUS_API_KEYS_FILE   keys file (bus/apikey.h); unset = open access, and then
  *                       BUS_HTTP_ADDR must be a loopback address
  *   BUS_RATE_LIMIT      requests per window per key (per address without keys) [1200]; 0 = off
+ *   BUS_PUBLIC_RATE_LIMIT  per address to the status and health routes [600]; 0 = off
  *   BUS_RATE_WINDOW_MS  window length [60000]
  *   BUS_RATELIMIT_FAIL  open|closed: serve or refuse (503) when Redis is down [open]
  *   BUS_CORS_ORIGINS    comma-separated origins or "*"; unset = no CORS headers
@@ -29,12 +30,14 @@
 #include "bus/topology.h"
 #include "gateway.h"
 
-enum { X_KEYS, X_RATE, X_WINDOW, X_FAIL, X_CORS, X_BODY, X_HEADER, X_DEPTH, X_REUSE, X_ACCESS, X_COUNT };
+enum { X_KEYS, X_RATE, X_PUBLIC_RATE, X_WINDOW, X_FAIL, X_CORS, X_BODY, X_HEADER, X_DEPTH, X_REUSE, X_ACCESS, X_COUNT };
 
 /* The edge's own settings; main() copies them (bus_config_load fills in the values). */
 static const bus_config_extra_t extra_settings[X_COUNT] = {
     [X_KEYS] = {"BUS_API_KEYS_FILE", "--api-keys-file", "API keys file (unset: open access, loopback only)", NULL, NULL},
     [X_RATE] = {"BUS_RATE_LIMIT", "--rate-limit", "requests per window per key or address (0 = off)", "1200", NULL},
+    [X_PUBLIC_RATE] = {"BUS_PUBLIC_RATE_LIMIT", "--public-rate-limit",
+                       "requests per window per address to the status and health routes (0 = off)", "600", NULL},
     [X_WINDOW] = {"BUS_RATE_WINDOW_MS", "--rate-window-ms", "rate-limit window", "60000", NULL},
     [X_FAIL] = {"BUS_RATELIMIT_FAIL", "--ratelimit-fail", "open|closed when Redis is down", "open", NULL},
     [X_CORS] = {"BUS_CORS_ORIGINS", "--cors-origins", "allowed origins, comma-separated, or *", NULL, NULL},
@@ -57,7 +60,8 @@ static int parse_int(const char *s, long long lo, long long hi, long long *out) 
 }
 
 static int bad(const char *var, const char *value, const char *why) {
-    fprintf(stderr, "bus-gateway: %s=%s: %s\n", var, value ? value : "", why);
+    char masked[512]; /* a URL's password never reaches the terminal or a log */
+    fprintf(stderr, "bus-gateway: %s=%s: %s\n", var, bus_url_mask(value, masked, sizeof masked), why);
     return 2;
 }
 
@@ -81,6 +85,10 @@ static int parse_settings(gw_t *gw, const bus_config_extra_t *extras) {
     s = extras[X_RATE].value;
     if (parse_int(s, 0, 1000000000, &v)) return bad("BUS_RATE_LIMIT", s, "expected an integer 0..1000000000");
     gw->rate_limit = v;
+    s = extras[X_PUBLIC_RATE].value;
+    if (parse_int(s, 0, 1000000000, &v))
+        return bad("BUS_PUBLIC_RATE_LIMIT", s, "expected an integer 0..1000000000");
+    gw->public_rate_limit = v;
     s = extras[X_WINDOW].value;
     if (parse_int(s, 100, 86400000, &v)) return bad("BUS_RATE_WINDOW_MS", s, "expected milliseconds 100..86400000");
     gw->rate_window_ms = v;
@@ -242,6 +250,7 @@ int main(int argc, char **argv) {
         goto out;
     }
     gw->openapi = gw_openapi_build(gw->schemas, gw->cfg.schemas_dir, &gw->openapi_len);
+    gw->docs = gw_docs_build(gw->openapi, &gw->docs_len);
 
     gw->loop = uv_default_loop();
     signal(SIGPIPE, SIG_IGN);
@@ -309,6 +318,7 @@ out:
         uv_loop_close(gw->loop);
     }
     free(gw->openapi);
+    free(gw->docs);
     bus_schema_registry_free(gw->schemas);
     bus_apikeys_free(gw->keys);
     for (size_t i = 0; i < gw->ncors; i++) free(gw->cors_origins[i]);

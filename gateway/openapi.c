@@ -191,6 +191,7 @@ char *gw_openapi_build(const bus_schema_registry_t *reg, const char *schemas_dir
             "application/json");
     add_get(paths, "/api/v1/services/{name}/status", "a service's ping reply", "application/json");
     add_get(paths, "/api/v1/openapi.json", "this document", "application/json");
+    add_get(paths, "/api/docs", "this document as a page for people (HTML)", "text/html");
     add_get(paths, "/metrics", "Prometheus metrics", "text/plain");
 
     size_t nm = reg ? bus_schema_registry_method_count(reg) : 0;

@@ -251,7 +251,7 @@ void gw_fail_rate_limited(gw_req_t *r) {
     char v[32];
     snprintf(v, sizeof v, "%lld", (long long)r->rl_reset_s);
     bus_http_add_header(r->http, "Retry-After", v);
-    gw_fail(r, 429, "rate limit of %lld requests per %lld ms exceeded", (long long)gw->rate_limit,
+    gw_fail(r, 429, "rate limit of %lld requests per %lld ms exceeded", (long long)r->rl_limit,
             (long long)gw->rate_window_ms);
 }
 

@@ -31,11 +31,12 @@
 static const gw_route_t routes[] = {
     /* name             methods  pattern                              handler             scope                     limited */
     {"root",            GW_GET,  "/",                                 gw_root,            NULL,                     0},
-    {"health",          GW_GET,  "/api/v1/health",                    gw_health,          NULL,                     0},
-    {"health_services", GW_GET,  "/api/v1/health/services",           gw_health_services, NULL,                     0},
-    {"service_status",  GW_GET,  "/api/v1/services/{service}/status", gw_service_status,  NULL,                     0},
+    {"health",          GW_GET,  "/api/v1/health",                    gw_health,          NULL,                     GW_RL_PUBLIC},
+    {"health_services", GW_GET,  "/api/v1/health/services",           gw_health_services, NULL,                     GW_RL_PUBLIC},
+    {"service_status",  GW_GET,  "/api/v1/services/{service}/status", gw_service_status,  NULL,                     GW_RL_PUBLIC},
     {"metrics",         GW_GET,  "/metrics",                          gw_metrics,         NULL,                     0},
     {"openapi",         GW_GET,  "/api/v1/openapi.json",              gw_openapi,         NULL,                     0},
+    {"docs",            GW_GET,  "/api/docs",                         gw_docs,            NULL,                     0},
     {"rpc",             GW_POST, "/api/v1/rpc/{service}/{method}",    gw_rpc,             "rpc:{service}.{method}", 1},
     {"events",          GW_POST, "/api/v1/events/{type}",             gw_events,          "events:{type}",          1},
 };
@@ -159,6 +160,8 @@ static gw_req_t *req_new(gw_t *gw, bus_http_req_t *http) {
     r->t0 = uv_hrtime();
     r->request_id[0] = r->key_id[0] = r->client[0] = '\0';
     r->rl_known = 0;
+    r->rl_fail_open = 0;
+    r->denied[0] = '\0';
     r->service[0] = r->method[0] = r->type[0] = r->event_id[0] = '\0';
     r->next = NULL;
     r->free_next = NULL;
@@ -188,6 +191,13 @@ void gw_req_pool_free(gw_t *gw) {
 /* ---- dispatch ---- */
 
 static void run(gw_req_t *r, const gw_route_t *row) {
+    if (!row->scope) gw_client_from_peer(r);
+    r->rl_fail_open = row->rate_limited == GW_RL_PUBLIC;
+    if (r->rl_fail_open) { /* windows of their own: "public:<address>" (auth.c) */
+        char addr[sizeof r->client];
+        snprintf(addr, sizeof addr, "%s", r->client);
+        snprintf(r->client, sizeof r->client, "public:%.70s", addr);
+    }
     if (row->scope) {
         char scope[320];
         fill_scope(row->scope, r, scope, sizeof scope);

@@ -8,6 +8,9 @@
 #include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <string.h>
 #include <time.h>
 
@@ -19,6 +22,7 @@
 #define CH_ADMIN 2 /* passive inspection */
 #define CH_FAST 3  /* no confirms: RPC requests, replies, direct reply-to */
 #define CH_PROBE 4 /* asynchronous passive declares (bus_conn_queue_probe) */
+#define MSG_TRIM_BYTES (1u << 20) /* bodies this large are followed by malloc_trim (bus_msg_free, pump) */
 #define CH_RPC_IN 5 /* consumers of RPC request queues: their deliveries and acks */
 #define ACK_CHANNELS 6
 
@@ -84,6 +88,7 @@ struct bus_conn {
     } out;
     ack_state_t acks[ACK_CHANNELS];  /* per channel (see ack_finish) */
     int admin_channel_open;
+    int trim_pending; /* a large body was read: give memory back once rabbitmq-c released its buffers (pump) */
     int blocked;          /* the broker said connection.blocked (a resource alarm) */
     char blocked_reason[128];
     struct {              /* bus_conn_queue_probe: FIFO, one on the wire at a time */
@@ -523,13 +528,15 @@ int bus_conn_new(uv_loop_t *loop, const bus_conn_options_t *opts, bus_conn_t **o
         if (at == -1) break;
         if (at != 0 || amqp_parse_url(one, &info) != AMQP_STATUS_OK) {
             if (at != 0 || url_at(list, nurls, one, sizeof one) != 0) snprintf(one, sizeof one, "%.300s", list);
+            char masked[512];
             snprintf(err, errlen, "BUS_AMQP_URL: cannot parse \"%.300s\" (expected amqp://user:pass@host:port/vhost, "
-                     "or several of them separated by commas)", one);
+                     "or several of them separated by commas)", bus_url_mask(one, masked, sizeof masked));
             return BUS_EBAD_REQUEST;
         }
     }
     if (nurls == 0) {
-        snprintf(err, errlen, "BUS_AMQP_URL: cannot parse \"%.300s\"", list);
+        char masked[512];
+        snprintf(err, errlen, "BUS_AMQP_URL: cannot parse \"%.300s\"", bus_url_mask(list, masked, sizeof masked));
         return BUS_EBAD_REQUEST;
     }
     bus_conn_t *c = calloc(1, sizeof *c);
@@ -1221,9 +1228,16 @@ static void pump(bus_conn_t *c) {
         if (rounds > 0 && !amqp_frames_enqueued(st) && !amqp_data_in_buffer(st)) break;
         amqp_envelope_t e;
         amqp_maybe_release_buffers(st);
+#ifdef __GLIBC__
+        if (c->trim_pending && !amqp_frames_enqueued(st) && !amqp_data_in_buffer(st)) {
+            c->trim_pending = 0;
+            malloc_trim(0);
+        }
+#endif
         amqp_rpc_reply_t r = amqp_consume_message(st, &e, &zero, 0);
         if (r.reply_type == AMQP_RESPONSE_NORMAL) {
             bus_msg_t *m = msg_from_envelope(c, &e);
+            if (e.message.body.len >= MSG_TRIM_BYTES) c->trim_pending = 1;
             consumer_t *k = find_consumer(c, e.consumer_tag.bytes, e.consumer_tag.len);
             uint64_t tag = e.delivery_tag;
             amqp_channel_t channel = e.channel;
@@ -1277,15 +1291,8 @@ int bus_conn_declare_exchange(bus_conn_t *c, const char *name, const char *type)
     return check_rpc(c, name);
 }
 
-int bus_conn_declare_queue(bus_conn_t *c, const char *name, const bus_queue_options_t *o) {
-    return bus_conn_declare_queue_named(c, name, o, NULL, 0);
-}
-
-int bus_conn_declare_queue_named(bus_conn_t *c, const char *name, const bus_queue_options_t *o, char *name_out,
-                                 size_t name_len) {
-    if (!c->amqp) return BUS_EUNAVAILABLE;
-    if (out_flush(c) != 0) return BUS_EUNAVAILABLE;
-    amqp_table_entry_t entries[8];
+/* The queue argument table of o, in entries (8 slots). Returns its size. */
+static int queue_args(const bus_queue_options_t *o, amqp_table_entry_t *entries) {
     int n = 0;
     if (o->queue_type && strcmp(o->queue_type, "classic") != 0) {
         entries[n].key = amqp_cstring_bytes("x-queue-type");
@@ -1327,6 +1334,19 @@ int bus_conn_declare_queue_named(bus_conn_t *c, const char *name, const bus_queu
         entries[n].value.kind = AMQP_FIELD_KIND_UTF8;
         entries[n++].value.value.bytes = amqp_cstring_bytes(o->overflow);
     }
+    return n;
+}
+
+int bus_conn_declare_queue(bus_conn_t *c, const char *name, const bus_queue_options_t *o) {
+    return bus_conn_declare_queue_named(c, name, o, NULL, 0);
+}
+
+int bus_conn_declare_queue_named(bus_conn_t *c, const char *name, const bus_queue_options_t *o, char *name_out,
+                                 size_t name_len) {
+    if (!c->amqp) return BUS_EUNAVAILABLE;
+    if (out_flush(c) != 0) return BUS_EUNAVAILABLE;
+    amqp_table_entry_t entries[8];
+    int n = queue_args(o, entries);
     amqp_table_t args = {n, entries};
     amqp_queue_declare_ok_t *ok =
         amqp_queue_declare(c->amqp, CH, amqp_cstring_bytes(name), 0, o->durable, o->exclusive, o->auto_delete, args);
@@ -1449,6 +1469,28 @@ int bus_conn_queue_info(bus_conn_t *c, const char *queue, uint32_t *messages, ui
     return BUS_EUNAVAILABLE;
 }
 
+/* On the admin channel, so that a refusal closes only that channel. */
+int bus_conn_declare_queue_try(bus_conn_t *c, const char *name, const bus_queue_options_t *o) {
+    if (!c->amqp || open_admin_channel(c) != 0) return BUS_EUNAVAILABLE;
+    amqp_table_entry_t entries[8];
+    int n = queue_args(o, entries);
+    amqp_table_t args = {n, entries};
+    amqp_queue_declare(c->amqp, CH_ADMIN, amqp_cstring_bytes(name), 0, o->durable, o->exclusive, o->auto_delete, args);
+    amqp_rpc_reply_t r = amqp_get_rpc_reply(c->amqp);
+    if (reply_ok(r)) return 0;
+    if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION && r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
+        amqp_channel_close_ok_t close_ok = {0};
+        amqp_send_method(c->amqp, CH_ADMIN, AMQP_CHANNEL_CLOSE_OK_METHOD, &close_ok);
+        c->admin_channel_open = 0;
+        amqp_channel_close_t *m = r.reply.decoded;
+        return m->reply_code == AMQP_PRECONDITION_FAILED ? BUS_ECONFLICT : BUS_EINTERNAL;
+    }
+    char why[256];
+    describe_reply(r, why, sizeof why);
+    teardown(c, BUS_EUNAVAILABLE, why);
+    return BUS_EUNAVAILABLE;
+}
+
 /* ---- publish and ack ---------------------------------------------------- */
 
 static void set_prop(amqp_basic_properties_t *props, amqp_flags_t flag, amqp_bytes_t *field, const char *value) {
@@ -1532,12 +1574,23 @@ static void finish_msg(bus_msg_t *m, int ack, int requeue) {
         if (ack_finish(c, ch, m->delivery_tag, ack, requeue) != 0 && c->amqp)
             teardown(c, BUS_EUNAVAILABLE, "ack: cannot encode");
     }
-    free(m);
+    bus_msg_free(m);
 }
 
 void bus_msg_ack(bus_msg_t *m) { finish_msg(m, 1, 0); }
 void bus_msg_reject(bus_msg_t *m, int requeue) { finish_msg(m, 0, requeue); }
-void bus_msg_free(bus_msg_t *m) { free(m); }
+/* A large body was one allocation of its own: after freeing it, hand the
+ * free memory at the top of the heap back to the system, so that the
+ * resident size goes back down after a large message (glibc keeps it
+ * otherwise, and raises its mmap threshold after freeing a large mmap). */
+void bus_msg_free(bus_msg_t *m) {
+    if (!m) return;
+    int large = m->len >= MSG_TRIM_BYTES;
+    free(m);
+#ifdef __GLIBC__
+    if (large) malloc_trim(0);
+#endif
+}
 
 const char *bus_msg_header(const bus_msg_t *m, const char *key) {
     for (size_t i = 0; i < m->nheaders; i++)

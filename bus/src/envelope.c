@@ -394,6 +394,9 @@ int bus_envelope_parse_binary(const bus_header_t *headers, size_t nheaders, cons
         if (!h->value && h->value_len) return fail(env, err, errlen, "header for \"%s\" has no value", a->name);
         if (h->value_len && memchr(h->value, '\0', h->value_len))
             return fail(env, err, errlen, "header for \"%s\" contains a NUL byte", a->name);
+        long bad = h->value_len ? bus_utf8_invalid_at(h->value, h->value_len) : -1;
+        if (bad >= 0) /* the structured form must be JSON, and JSON is UTF-8 */
+            return fail(env, err, errlen, "header for \"%s\" is not valid UTF-8", a->name);
         *slot = strndup(h->value ? h->value : "", h->value_len);
         if (!*slot) return fail(env, err, errlen, "%s", "out of memory");
     }
@@ -417,6 +420,8 @@ int bus_envelope_parse_binary(const bus_header_t *headers, size_t nheaders, cons
     } else {
         /* Non-JSON payloads (text/plain...) travel as a JSON string. */
         if (memchr(body, '\0', len)) return fail(env, err, errlen, "%s", "data contains a NUL byte");
+        long bad = bus_utf8_invalid_at(body, len);
+        if (bad >= 0) return fail(env, err, errlen, "%s", "data is not valid UTF-8");
         char *s = strndup(body, len);
         if (!s) return fail(env, err, errlen, "%s", "out of memory");
         env->data = cJSON_CreateString(s);

@@ -156,6 +156,7 @@ struct bus_http_server {
 
 static bus_counter_t *m_code[600];
 static bus_counter_t *m_parse_errors;
+static bus_counter_t *m_no_peer;
 static bus_gauge_t *m_conns;
 static bus_histogram_t *m_latency;
 
@@ -163,6 +164,8 @@ static void metrics_init(void) {
     if (m_conns) return;
     m_parse_errors = bus_counter("bus_http_parse_errors_total",
                                  "HTTP requests rejected by the parser (400/505)", NULL);
+    m_no_peer = bus_counter("bus_http_connections_refused_no_peer_total",
+                            "Connections reset before they were accepted (no peer address): closed unread", NULL);
     m_latency = bus_histogram("bus_http_request_duration_seconds",
                               "From a complete HTTP request to its response", NULL);
     m_conns = bus_gauge("bus_http_connections", "Open HTTP connections", NULL);
@@ -1232,8 +1235,15 @@ static void on_connection(uv_stream_t *l, int status) {
     uv_tcp_nodelay(&c->tcp, 1);
     struct sockaddr_storage ss;
     int sl = sizeof ss;
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0)
-        format_peer(&ss, c->peer, sizeof c->peer);
+    /* A connection reset before it was accepted has no peer address any
+     * more: it is refused (closed unread), so that no request is ever served
+     * without the address its rate limit and access log need. */
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) != 0) {
+        if (m_no_peer) bus_counter_inc(m_no_peer, 1);
+        conn_close(c);
+        return;
+    }
+    format_peer(&ss, c->peer, sizeof c->peer);
     conn_update_reading(c);
     conn_update_timer(c);
 }

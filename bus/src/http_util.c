@@ -54,7 +54,15 @@ const char *bus_http_status_text(int status) {
 const char *bus_http_error_code(int status) {
     int err = bus_err_from_status(status);
     if (bus_err_status(err) == status) return bus_err_name(err);
-    /* Statuses outside the error table of bus/error.h: the client's fault or ours. */
+    /* HTTP's own refusals have codes of their own (README "Error codes") */
+    switch (status) {
+    case 405: return "method_not_allowed";
+    case 413: return "payload_too_large";
+    case 431: return "headers_too_large";
+    case 505: return "http_version_not_supported";
+    default: break;
+    }
+    /* Other statuses outside the table of bus/error.h: the client's fault or ours. */
     return (status >= 400 && status < 500) || status == 505 ? "bad_request" : "internal";
 }
 

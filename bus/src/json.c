@@ -49,11 +49,50 @@ static int json_depth(const char *p, size_t len, int limit) {
 
 static int is_json_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
+size_t bus_utf8_seq_len(const unsigned char *p, size_t avail) {
+    if (avail == 0) return 0;
+    unsigned char c = p[0];
+    if (c < 0x80) return 1;
+    size_t n;
+    unsigned char lo = 0x80, hi = 0xBF; /* the range of the second byte */
+    if (c >= 0xC2 && c <= 0xDF) n = 2;
+    else if (c == 0xE0) n = 3, lo = 0xA0;            /* no overlongs */
+    else if (c == 0xED) n = 3, hi = 0x9F;            /* no surrogates */
+    else if (c >= 0xE1 && c <= 0xEF) n = 3;
+    else if (c == 0xF0) n = 4, lo = 0x90;            /* no overlongs */
+    else if (c >= 0xF1 && c <= 0xF3) n = 4;
+    else if (c == 0xF4) n = 4, hi = 0x8F;            /* nothing above U+10FFFF */
+    else return 0;
+    if (avail < n || p[1] < lo || p[1] > hi) return 0;
+    for (size_t i = 2; i < n; i++)
+        if ((p[i] & 0xC0) != 0x80) return 0;
+    return n;
+}
+
+long bus_utf8_invalid_at(const char *s, size_t len) {
+    const unsigned char *p = (const unsigned char *)s;
+    for (size_t i = 0; i < len;) {
+        if (p[i] < 0x80) { /* ASCII runs are most of every body */
+            i++;
+            continue;
+        }
+        size_t n = bus_utf8_seq_len(p + i, len - i);
+        if (n == 0) return (long)i;
+        i += n;
+    }
+    return -1;
+}
+
 cJSON *bus_json_parse(const char *body, size_t len, int max_depth, char *err, size_t errlen) {
     if (err && errlen) err[0] = '\0';
     if (!body) len = 0;
     if (len == 0) {
         if (err && errlen) snprintf(err, errlen, "malformed JSON at byte 0 (empty body)");
+        return NULL;
+    }
+    long bad = bus_utf8_invalid_at(body, len);
+    if (bad >= 0) { /* JSON is UTF-8 (RFC 8259 8.1); cJSON would pass any byte through */
+        if (err && errlen) snprintf(err, errlen, "not valid UTF-8 at byte %ld", bad);
         return NULL;
     }
     if (max_depth < 1) max_depth = 1;

@@ -1,5 +1,6 @@
 /* JSON log lines. See bus/log.h. */
 #include "bus/log.h"
+#include "bus/envelope.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -29,10 +30,12 @@ int bus_log_level_parse(const char *name) {
 
 void bus_json_escape_into(char *buf, size_t *len, size_t cap, const char *s) {
     size_t n = *len;
-    for (const unsigned char *p = (const unsigned char *)s; p && *p; p++) {
+    size_t slen = s ? strlen(s) : 0;
+    for (size_t i = 0; i < slen;) {
+        const unsigned char *p = (const unsigned char *)s + i;
         char tmp[8];
         const char *out = tmp;
-        size_t outlen = 1;
+        size_t outlen = 1, used = 1;
         switch (*p) {
         case '"': out = "\\\""; outlen = 2; break;
         case '\\': out = "\\\\"; outlen = 2; break;
@@ -43,16 +46,45 @@ void bus_json_escape_into(char *buf, size_t *len, size_t cap, const char *s) {
             if (*p < 0x20) {
                 snprintf(tmp, sizeof tmp, "\\u%04x", *p);
                 outlen = 6;
-            } else {
+            } else if (*p < 0x80) {
                 tmp[0] = (char)*p;
+            } else {
+                /* a whole UTF-8 sequence is copied (never split by the
+                 * truncation); a byte that starts none is written as U+FFFD,
+                 * so that every line stays valid UTF-8 JSON */
+                used = bus_utf8_seq_len(p, slen - i);
+                if (used) {
+                    out = (const char *)p;
+                    outlen = used;
+                } else {
+                    out = "\\ufffd";
+                    outlen = 6;
+                    used = 1;
+                }
             }
         }
         if (n + outlen >= cap) break;
         memcpy(buf + n, out, outlen);
         n += outlen;
+        i += used;
     }
     if (n < cap) buf[n] = '\0';
     *len = n;
+}
+
+const char *bus_url_mask(const char *url, char *out, size_t cap) {
+    if (!cap) return out;
+    if (!url) url = "";
+    const char *scheme = strstr(url, "://");
+    const char *user = scheme ? scheme + 3 : NULL;
+    /* the last '@': a password with an unencoded '@' is still all hidden */
+    const char *at = user ? strrchr(user, '@') : NULL;
+    const char *colon = at ? memchr(user, ':', (size_t)(at - user)) : NULL;
+    if (colon)
+        snprintf(out, cap, "%.*s:***%s", (int)(colon - url), url, at);
+    else
+        snprintf(out, cap, "%s", url);
+    return out;
 }
 
 static void append(char *buf, size_t *len, size_t cap, const char *s) {

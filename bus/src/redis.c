@@ -550,7 +550,11 @@ static int parse_url(bus_redis_t *r, const char *url, char *err, size_t errlen) 
              r->password ? ":***@" : "", r->host, r->port, r->db);
     return 0;
 bad:
-    if (err) snprintf(err, errlen, "BUS_REDIS_URL=%s: expected redis://[[user]:password@]host[:port][/db]", url);
+    if (err) {
+        char masked[512];
+        snprintf(err, errlen, "BUS_REDIS_URL=%s: expected redis://[[user]:password@]host[:port][/db]",
+                 bus_url_mask(url, masked, sizeof masked));
+    }
     return BUS_EBAD_REQUEST;
 }
 

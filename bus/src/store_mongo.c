@@ -768,12 +768,7 @@ int bus__store_mongo_open(const char *url, void **impl, char *err, size_t errlen
     pthread_once(&mg_once, mg_init);
     mg_t *m = calloc(1, sizeof *m);
     if (!m) return BUS_EINTERNAL;
-    /* mask the password in messages: scheme://user:***@host */
-    const char *p = strstr(url, "://"), *at = p ? strchr(p + 3, '@') : NULL, *colon = p ? strchr(p + 3, ':') : NULL;
-    if (at && colon && colon < at)
-        snprintf(m->url, sizeof m->url, "%.*s:***%.400s", (int)(colon - url), url, at);
-    else
-        snprintf(m->url, sizeof m->url, "%.500s", url);
+    bus_url_mask(url, m->url, sizeof m->url); /* messages name it without its password */
     bson_error_t e;
     m->uri = mongoc_uri_new_with_error(url, &e);
     if (!m->uri) {

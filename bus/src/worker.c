@@ -43,6 +43,28 @@ void bus__worker_work_done(bus_worker_t *w) {
     if (w->draining && w->in_flight == 0) shutdown_now(w);
 }
 
+/* events.<s> and rpc.<s> dead-letter through the broker into dead.<s>
+ * (x-dead-letter-exchange "" and x-dead-letter-routing-key dead.<s>): a
+ * message too large to handle is rejected without requeue and the broker
+ * moves it, so that its body is never copied by this process
+ * (bus__worker_reject_oversized). A queue declared by an older version has
+ * no such arguments, and redeclaring it with them is refused
+ * (PRECONDITION_FAILED): it is then used as it is, *dlx = 0 and a warning
+ * names the migration (README "Dead letters": a policy, or recreating the
+ * drained queue). */
+static int declare_dead_lettered(bus_worker_t *w, bus_conn_t *conn, const char *queue, int *dlx) {
+    bus_queue_options_t o = {.durable = 1, .queue_type = w->cfg.queue_type, .dead_letter_exchange = "",
+                             .dead_letter_key = w->q_dead};
+    int rc = bus_conn_declare_queue_try(conn, queue, &o);
+    *dlx = rc == 0;
+    if (rc != BUS_ECONFLICT) return rc;
+    bus_warn(NULL, "queue %s was declared without dead-letter arguments (by an older version): oversized messages "
+             "are rejected without requeue and reach %s only if a policy sets its dead-letter exchange (README "
+             "\"Dead letters\")", queue, w->q_dead);
+    bus_queue_options_t plain = {.durable = 1, .queue_type = w->cfg.queue_type};
+    return bus_conn_declare_queue(conn, queue, &plain);
+}
+
 /* (Re)declares the domain's topology (its queues, then the extra consumers'
  * queues), runs the domain's on_up hook, and starts consuming. Runs after
  * every connect. */
@@ -55,8 +77,8 @@ static void on_up(bus_conn_t *conn, void *data) {
     char rpc_key[128];
     snprintf(rpc_key, sizeof rpc_key, "%s.*", w->def->service);
     int rc = bus_topology_declare_exchanges(conn);
-    if (rc == 0) rc = bus_conn_declare_queue(conn, w->q_events, &durable);
-    if (rc == 0) rc = bus_conn_declare_queue(conn, w->q_rpc, &durable);
+    if (rc == 0) rc = declare_dead_lettered(w, conn, w->q_events, &w->events_dlx);
+    if (rc == 0) rc = declare_dead_lettered(w, conn, w->q_rpc, &w->rpc_dlx);
     if (rc == 0) rc = bus_conn_declare_queue(conn, w->q_retry, &retry);
     if (rc == 0) rc = bus_conn_declare_queue(conn, w->q_dead, &durable);
     if (rc == 0) rc = bus_conn_bind(conn, w->q_rpc, BUS_EXCHANGE_RPC, rpc_key);
@@ -191,6 +213,8 @@ int bus_worker_main(int argc, char **argv, const bus_worker_def_t *def) {
     w->m_consumed = bus_counter("bus_messages_consumed_total", "Messages delivered to this worker", "service", def->service, NULL);
     w->m_acked = bus_counter("bus_messages_acked_total", "Messages acked after their effect", "service", def->service, NULL);
     w->m_nacked = bus_counter("bus_messages_nacked_total", "Messages returned to their queue", "service", def->service, NULL);
+    w->m_oversized = bus_counter("bus_messages_oversized_total", "Messages larger than the envelope limit, "
+                                 "rejected for the broker to dead-letter", "service", def->service, NULL);
     w->m_dead = bus_counter("bus_messages_dead_lettered_total", "Messages sent to the dead-letter queue", "service", def->service, NULL);
     w->m_retried = bus_counter("bus_messages_retried_total", "Events sent for a delayed retry", "service", def->service, NULL);
     w->m_rpc_errors = bus_counter("bus_rpc_errors_total", "RPC requests answered with an error", "service", def->service, NULL);
@@ -244,8 +268,9 @@ int bus_worker_main(int argc, char **argv, const bus_worker_def_t *def) {
     uv_signal_start(&w->sigterm, on_signal, SIGTERM);
     uv_signal_start(&w->sigint, on_signal, SIGINT);
     signal(SIGPIPE, SIG_IGN);
+    char masked[512];
     bus_info(NULL, "starting %s %s (rpc %s, events %s, broker %s)", program, BUS_VERSION, w->q_rpc, w->q_events,
-             w->cfg.amqp_url);
+             bus_url_mask(w->cfg.amqp_url, masked, sizeof masked));
     bus_conn_start(w->conn);
     uv_run(w->loop, UV_RUN_DEFAULT);
 

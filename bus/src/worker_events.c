@@ -109,6 +109,19 @@ static void forward(bus_worker_t *w, bus_msg_t *msg, const char *queue, const bu
     }
 }
 
+void bus__worker_reject_oversized(bus_worker_t *w, bus_msg_t *msg, const char *queue, int dlx) {
+    const char *id = *msg->message_id ? msg->message_id : bus_msg_header(msg, "ce-id");
+    bus_warn(*msg->correlation_id ? msg->correlation_id : NULL,
+             "dead-lettered %s message %s (type %s) from %s: payload_too_large: %zu bytes, larger than %d; rejected "
+             "for the broker to move to %s%s",
+             msg->routing_key, id ? id : "(no id)", *msg->type ? msg->type : "-", queue, msg->len,
+             BUS_ENVELOPE_MAX_BYTES, w->q_dead, dlx ? "" : " (queue without dead-letter arguments: see README)");
+    bus_counter_inc(w->m_oversized, 1);
+    bus_counter_inc(w->m_dead, 1);
+    bus_msg_reject(msg, 0);
+    bus__worker_work_done(w);
+}
+
 void bus__worker_dead_letter(bus_worker_t *w, bus_msg_t *msg, const char *reason) {
     const char *attempt_s = bus_msg_header(msg, BUS_HDR_ATTEMPT);
     int attempt = attempt_s ? atoi(attempt_s) : 1;
@@ -134,8 +147,8 @@ void bus__worker_dead_letter(bus_worker_t *w, bus_msg_t *msg, const char *reason
         snprintf(id, sizeof id, "%s", ce_id ? ce_id : "");
         cJSON_Delete(doc);
     }
-    bus_warn(*msg->correlation_id ? msg->correlation_id : NULL, "dead-lettered %s message %s: %s", msg->routing_key,
-             *id ? id : "(no id)", reason);
+    bus_warn(*msg->correlation_id ? msg->correlation_id : NULL, "dead-lettered %s message %s (%zu bytes): %s",
+             msg->routing_key, *id ? id : "(no id)", msg->len, reason);
     forward(w, msg, w->q_dead, extra, 3, attempt < 1 ? 1 : attempt, NULL, 1);
 }
 
@@ -191,9 +204,7 @@ void bus__worker_on_event(bus_msg_t *msg, void *data) {
     bus_counter_inc(w->m_consumed, 1);
     char why[1024];
     if (msg->len > BUS_ENVELOPE_MAX_BYTES) {
-        snprintf(why, sizeof why, "bad_request: message of %zu bytes is larger than %d", msg->len,
-                 BUS_ENVELOPE_MAX_BYTES);
-        bus__worker_dead_letter(w, msg, why);
+        bus__worker_reject_oversized(w, msg, w->q_events, w->events_dlx);
         return;
     }
     bus_event_t *ev = calloc(1, sizeof *ev);

@@ -35,7 +35,8 @@ struct bus_worker {
     struct bus__consumer *consumers;   /* worker_consumers.c: one per def->consumers entry */
     size_t nconsumers;
 
-    bus_counter_t *m_consumed, *m_acked, *m_nacked, *m_dead, *m_retried, *m_rpc_errors;
+    bus_counter_t *m_consumed, *m_acked, *m_nacked, *m_dead, *m_retried, *m_rpc_errors, *m_oversized;
+    int events_dlx, rpc_dlx; /* 1: events.<s> / rpc.<s> dead-letter into dead.<s> through the broker (worker.c) */
     bus_histogram_t *m_rpc_seconds;
     bus_gauge_t *m_in_flight;
 };
@@ -46,6 +47,10 @@ void bus__worker_on_request(bus_msg_t *msg, void *data);
 void bus__worker_on_event(bus_msg_t *msg, void *data);
 /* Sends msg to dead.<s> with the reason, then acks it (or requeues it when
  * the dead-letter publish fails). Takes ownership of msg. */
+/* A message larger than BUS_ENVELOPE_MAX_BYTES: logged (id, type, size,
+ * queue), counted, and rejected without requeue, for the broker to move to
+ * dead.<s> without this process copying its body. Ends the work item. */
+void bus__worker_reject_oversized(bus_worker_t *w, bus_msg_t *msg, const char *queue, int dlx);
 /* Consumer of rpc.unrouted (every worker serves it): answers not_found at
  * once to a request for a service nobody has declared (bus/topology.h). */
 void bus__worker_on_unrouted(bus_msg_t *msg, void *data);

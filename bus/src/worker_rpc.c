@@ -151,6 +151,10 @@ void bus__worker_on_request(bus_msg_t *msg, void *data) {
     bus_worker_t *w = data;
     bus__worker_work_started(w);
     bus_counter_inc(w->m_consumed, 1);
+    if (msg->len > BUS_ENVELOPE_MAX_BYTES && !*msg->reply_to) {
+        bus__worker_reject_oversized(w, msg, w->q_rpc, w->rpc_dlx);
+        return;
+    }
     if (!*msg->reply_to) {
         bus__worker_dead_letter(w, msg, "RPC request without reply_to: nobody to answer");
         return;

@@ -5,7 +5,7 @@ packages=(build-essential pkg-config clang libclang-rt-14-dev
           librabbitmq-dev libuv1-dev libcjson-dev libhiredis-dev libcurl4-openssl-dev
           libsqlite3-dev libmongoc-dev libpcre2-dev libssl-dev node-llhttp uthash-dev
           rabbitmq-server redis-server redis-tools amqp-tools curl wrk
-          yamllint gnuplot-nox)   # deploy/ checks (tests/deploy/test_deploy.sh), bench plots
+          yamllint gnuplot-nox chromium)   # deploy/ checks (tests/deploy/test_deploy.sh), bench plots; chromium: the /api/docs test
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

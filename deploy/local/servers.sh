@@ -75,6 +75,9 @@ log.console = false
 log.file.level = warning
 vm_memory_high_watermark.relative = 0.3
 disk_free_limit.absolute = 50MB
+# the platform's message limit (README "Message size limits"): a larger
+# publish is refused by the broker, which closes the publisher's channel
+max_message_size = ${BUS_LOCAL_MAX_MESSAGE_BYTES:-4194304}
 CONF
     echo '[rabbitmq_stream].' > "$dir/rabbitmq/enabled_plugins"
     # a stable cookie inside DIR so rabbitmqctl can talk to this node only

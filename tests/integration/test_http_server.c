@@ -643,7 +643,7 @@ static void test_headers_too_large(void) {
     SEND(c, req);
     CHECK_INT(cli_read(c, &R), 0);
     CHECK_INT(R.status, 431);
-    CHECK_CONTAINS(R.body, "\"error\":\"bad_request\"");
+    CHECK_CONTAINS(R.body, "\"error\":\"headers_too_large\"");
     CHECK(cli_eof(c));
     cli_close(c);
     /* Many small headers add up too. */
@@ -1020,7 +1020,11 @@ static void test_util(void) {
     CHECK_INT(n, 6);
     CHECK_STR(bus_http_status_text(431), "Request Header Fields Too Large");
     CHECK_STR(bus_http_error_code(404), "not_found");
-    CHECK_STR(bus_http_error_code(413), "bad_request");
+    CHECK_STR(bus_http_error_code(413), "payload_too_large");
+    CHECK_STR(bus_http_error_code(405), "method_not_allowed");
+    CHECK_STR(bus_http_error_code(431), "headers_too_large");
+    CHECK_STR(bus_http_error_code(505), "http_version_not_supported");
+    CHECK_STR(bus_http_error_code(418), "bad_request");
     CHECK_STR(bus_http_error_code(502), "internal");
     char body[256];
     bus_http_error_json(body, sizeof body, 422, "invalid", "bad \"x\"");

@@ -165,6 +165,12 @@ typedef struct bus_queue_options {
                                         publish to a full queue is nacked: BUS_EUNAVAILABLE), "reject-publish-dlx" */
 } bus_queue_options_t;
 int bus_conn_declare_queue(bus_conn_t *conn, const char *name, const bus_queue_options_t *opts);
+/* The same declaration tried on the admin channel: 0 declared (or already
+ * there with these arguments), BUS_ECONFLICT when the queue exists with
+ * other arguments (PRECONDITION_FAILED: only the admin channel is closed,
+ * the connection and its consumers go on), BUS_EUNAVAILABLE when the
+ * connection is lost (being re-established). Synchronous, for on_up. */
+int bus_conn_declare_queue_try(bus_conn_t *conn, const char *name, const bus_queue_options_t *opts);
 /* The same, writing the queue's name into name_out: the broker's choice
  * when name is "" (server-named). BUS_EINTERNAL when it does not fit. */
 int bus_conn_declare_queue_named(bus_conn_t *conn, const char *name, const bus_queue_options_t *opts, char *name_out,

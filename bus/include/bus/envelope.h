@@ -116,5 +116,13 @@ void bus_rfc3339_format(int64_t epoch_ms, char out[32]);
  * size bound is the caller's: bus_envelope_parse refuses bodies larger than
  * BUS_ENVELOPE_MAX_BYTES before calling this. */
 cJSON *bus_json_parse(const char *body, size_t len, int max_depth, char *err, size_t errlen);
+/* bus_json_parse refuses a body that is not UTF-8 first: "not valid UTF-8 at
+ * byte N". The offset of the first byte of s[0..len) that does not start a
+ * well-formed UTF-8 sequence (RFC 3629: no overlongs, surrogates or code
+ * points above U+10FFFF), or -1 when all of it is UTF-8. */
+long bus_utf8_invalid_at(const char *s, size_t len);
+/* The length (1-4) of the well-formed UTF-8 sequence at p (avail bytes
+ * readable), 0 when p does not start one. */
+size_t bus_utf8_seq_len(const unsigned char *p, size_t avail);
 
 #endif

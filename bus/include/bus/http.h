@@ -180,8 +180,11 @@ int bus_http_stream_end(bus_http_req_t *req);
 
 /* "Not Found" for 404; "Unknown" for codes it does not know. Static. */
 const char *bus_http_status_text(int status);
-/* The wire code (bus/error.h) for an HTTP status: "not_found" for 404; other 4xx ->
- * "bad_request", other statuses -> "internal". Static. */
+/* The wire code for an HTTP status: the bus/error.h name when the status is
+ * one of that table ("not_found" for 404); 405 "method_not_allowed", 413
+ * "payload_too_large", 431 "headers_too_large", 505
+ * "http_version_not_supported"; other 4xx "bad_request", the rest
+ * "internal". Static. */
 const char *bus_http_error_code(int status);
 /* Writes the default JSON error body into buf (NUL-terminated when cap > 0,
  * truncated safely); returns its length (without the NUL). */

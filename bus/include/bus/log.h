@@ -32,4 +32,11 @@ void bus_log(bus_log_level_t level, const char *correlation_id, const char *fmt,
  * safely. Exposed for the access log and tests. */
 void bus_json_escape_into(char *buf, size_t *len, size_t cap, const char *s);
 
+/* A URL safe to print: "scheme://user:password@host..." becomes
+ * "scheme://user:***@host..."; a URL without a password is copied as it is.
+ * Every URL that reaches a log line, a health answer or an error message
+ * goes through this (worker start-up, AMQP, Redis, MongoDB, the edge's
+ * settings). Writes into out (truncated to cap) and returns it. */
+const char *bus_url_mask(const char *url, char *out, size_t cap);
+
 #endif
