@@ -2,7 +2,7 @@
  *
  *   busctl dead list SERVICE [--json]           type, id, reason, attempts, age, body excerpt
  *   busctl dead show SERVICE ID                 one message: its headers and whole body
- *   busctl dead replay SERVICE (ID | --all)     back to the queue it died in (x-bus-dead-queue)
+ *   busctl dead replay SERVICE (ID | --all)     back to the queue it died in (x-bus-dead-queue, or the broker's x-first-death-queue)
  *   busctl dead purge SERVICE (ID | --all) [--yes]
  *
  * How the queue is read without losing anything: busctl consumes dead.<s>
@@ -167,6 +167,18 @@ static const char *hdr(const bus_msg_t *m, const char *key) {
     return v ? v : "";
 }
 
+/* The queue it died in and why: our own headers when a worker dead-lettered
+ * it, the broker's (x-first-death-*) when the broker did, as it does for a
+ * message over the size limit that the worker rejected unread. */
+static const char *dead_queue_of(const bus_msg_t *m) {
+    const char *q = hdr(m, BUS_HDR_DEAD_QUEUE);
+    return *q ? q : hdr(m, "x-first-death-queue");
+}
+static const char *dead_reason_of(const bus_msg_t *m) {
+    const char *r = hdr(m, BUS_HDR_DEAD_REASON);
+    return *r ? r : hdr(m, "x-first-death-reason");
+}
+
 /* What it was: the original routing key (event type or service.method). */
 static const char *kind_of(const bus_msg_t *m) {
     const char *k = bus_msg_header(m, BUS_HDR_ROUTING_KEY);
@@ -206,9 +218,9 @@ static cJSON *describe(const dead_t *d, size_t index, int whole) {
     cJSON_AddNumberToObject(o, "index", (double)index);
     cJSON_AddStringToObject(o, "id", d->id);
     cJSON_AddStringToObject(o, "type", kind_of(m));
-    cJSON_AddStringToObject(o, "reason", hdr(m, BUS_HDR_DEAD_REASON));
+    cJSON_AddStringToObject(o, "reason", dead_reason_of(m));
     cJSON_AddNumberToObject(o, "attempts", atoi(hdr(m, BUS_HDR_ATTEMPT)));
-    cJSON_AddStringToObject(o, "queue", hdr(m, BUS_HDR_DEAD_QUEUE));
+    cJSON_AddStringToObject(o, "queue", dead_queue_of(m));
     cJSON_AddNumberToObject(o, "dead_lettered_at", (double)m->timestamp);
     cJSON_AddNumberToObject(o, "bytes", (double)m->len);
     if (!whole) {
@@ -254,7 +266,7 @@ static int cmd_list(dq_t *q, int json) {
         age_text(m->timestamp, age, sizeof age);
         excerpt(m, ex, sizeof ex);
         printf("%-4zu %-28s %-36s %4d %5s  %s\n%47s %s\n", i + 1, kind_of(m), q->items[i].id[0] ? q->items[i].id : "-",
-               atoi(hdr(m, BUS_HDR_ATTEMPT)), age, hdr(m, BUS_HDR_DEAD_REASON), "", ex);
+               atoi(hdr(m, BUS_HDR_ATTEMPT)), age, dead_reason_of(m), "", ex);
     }
     printf("%zu dead letter%s in dead.%s\n", q->n, q->n == 1 ? "" : "s", q->service);
     return 0;
@@ -281,7 +293,7 @@ static void audit_replay(dq_t *q, const dead_t *d, const char *queue) {
     cJSON_AddStringToObject(data, "message_id", d->id);
     cJSON_AddStringToObject(data, "message_type", kind_of(m));
     cJSON_AddStringToObject(data, "queue", queue);
-    cJSON_AddStringToObject(data, "reason", hdr(m, BUS_HDR_DEAD_REASON));
+    cJSON_AddStringToObject(data, "reason", dead_reason_of(m));
     const char *user = getenv("USER");
     cJSON_AddStringToObject(data, "by", user && *user ? user : "busctl");
     bus_envelope_t env = {0};
@@ -297,7 +309,7 @@ static void on_replayed(int status, void *data) {
     if (--q->pending == 0) uv_stop(&q->loop); /* (audit_replay below may add one) */
     if (status == 0) {
         char queue[128]; /* copied: the ack below frees the message */
-        snprintf(queue, sizeof queue, "%s", hdr(r->d->msg, BUS_HDR_DEAD_QUEUE));
+        snprintf(queue, sizeof queue, "%s", dead_queue_of(r->d->msg));
         audit_replay(q, r->d, queue);
         r->d->done = 1;
         bus_msg_ack(r->d->msg); /* only now: the copy is safely in its queue */
@@ -313,7 +325,7 @@ static void on_replayed(int status, void *data) {
 
 static void replay_one(dq_t *q, dead_t *d) {
     bus_msg_t *m = d->msg;
-    const char *queue = hdr(m, BUS_HDR_DEAD_QUEUE);
+    const char *queue = dead_queue_of(m);
     char events_q[96], rpc_q[96];
     bus_queue_name(events_q, sizeof events_q, "events", q->service);
     bus_queue_name(rpc_q, sizeof rpc_q, "rpc", q->service);
