@@ -36,7 +36,8 @@ CFLAGS_OWN    := $(CFLAGS_COMMON) -Wall -Wextra -Werror -MMD -MP
 CFLAGS_LLHTTP := -std=c11 -g $(OPT) $(SAN_FLAGS) -w -I$(LLHTTP_INC)
 LDLIBS        := $(PKG_LIBS) -lpthread -lm
 # the plugin calls back into the program's store helpers and log
-LDFLAGS       += $(SAN_FLAGS) -Wl,--as-needed -Wl,--dynamic-list=bus/src/store_mongo.syms
+MONGO_SYMS    := bus/src/store_mongo.syms
+LDFLAGS       += $(SAN_FLAGS) -Wl,--as-needed -Wl,--dynamic-list=$(MONGO_SYMS)
 
 LIB_SRC    := $(filter-out bus/src/store_mongo.c,$(sort $(wildcard bus/src/*.c)))
 LIB_OBJ    := $(LIB_SRC:%.c=$(BUILD)/obj/%.o) \
@@ -101,9 +102,9 @@ $(LIBBUS): $(LIB_OBJ)
 
 # A program is every .c of its folder, linked with libbus.
 define program
-$(BUILD)/$(1): $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard $(2)/*.c)) $(LIBBUS)
+$(BUILD)/$(1): $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard $(2)/*.c)) $(LIBBUS) $(MONGO_SYMS)
 	@echo "  LD    $$@"
-	@$$(CC) $$(LDFLAGS) -o $$@ $$^ $$(LDLIBS)
+	@$$(CC) $$(LDFLAGS) -o $$@ $$(filter-out $(MONGO_SYMS),$$^) $$(LDLIBS)
 endef
 $(foreach d,$(DOMAINS),$(eval $(call program,bus-$(d),workers/$(d))))
 $(eval $(call program,bus-gateway,gateway))
@@ -111,10 +112,10 @@ $(eval $(call program,busctl,bus/cli))
 
 # Test and bench programs: one .c each (plus tests/support/*.c), linked with libbus.
 SUPPORT_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard tests/support/*.c))
-$(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(SUPPORT_OBJ) $(LIBBUS)
+$(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(SUPPORT_OBJ) $(LIBBUS) $(MONGO_SYMS)
 	@mkdir -p $(dir $@)
 	@echo "  LD    $@"
-	@$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	@$(CC) $(LDFLAGS) -o $@ $(filter-out $(MONGO_SYMS),$^) $(LDLIBS)
 
 deps:
 	@deploy/local/deps.sh

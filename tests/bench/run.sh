@@ -3,7 +3,7 @@
 #
 #   BUILD=build tests/bench/run.sh
 #
-# Starts a private RabbitMQ + Redis in $BUILD/bench-servers on the 2667x ports,
+# Starts a private RabbitMQ + Redis in $BUILD/bench-servers on the 2367x ports,
 # runs the sections below, prints a header and a table per section, and stops
 # everything it started on exit, error or signal. A section whose program is
 # not built is printed as "skipped (not built yet)". Every program runs under
@@ -26,10 +26,10 @@ BUILD=${BUILD:-build}
 BENCH_BIN=$BUILD/tests/bench
 SRV_DIR=$BUILD/bench-servers
 LOGS=$SRV_DIR/logs
-export BUS_LOCAL_AMQP_PORT=26672 BUS_LOCAL_DIST_PORT=26673 BUS_LOCAL_STREAM_PORT=26674 BUS_LOCAL_REDIS_PORT=26679
+export BUS_LOCAL_AMQP_PORT=23672 BUS_LOCAL_DIST_PORT=23673 BUS_LOCAL_STREAM_PORT=23674 BUS_LOCAL_REDIS_PORT=23679
 export BUS_AMQP_URL="amqp://guest:guest@127.0.0.1:$BUS_LOCAL_AMQP_PORT/"
 export BUS_REDIS_URL="redis://127.0.0.1:$BUS_LOCAL_REDIS_PORT/0"
-HTTP_ADDR=127.0.0.1:26080
+HTTP_ADDR=127.0.0.1:23080
 SECONDS_PER_RUN=${BENCH_SECONDS:-5}   # measured seconds per load run (BENCH_SECONDS overrides)
 INFLIGHTS="1 64"
 mkdir -p "$LOGS"
