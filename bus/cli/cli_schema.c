@@ -105,12 +105,15 @@ int bus_cli_check_event(const char *type, const cJSON *data, char *err, size_t e
     const char *dir = getenv("BUS_SCHEMAS_DIR");
     bus_schema_registry_t *reg = NULL;
     int rc = bus_schema_registry_load(dir && *dir ? dir : "schemas", &reg, err, errlen);
-    if (rc == BUS_ENOT_FOUND) return 0; /* no schemas here: the consumer validates */
     if (rc != 0) return rc;
     const bus_schema_t *s = bus_schema_registry_event(reg, type);
     bus_schema_result_t result;
     rc = 0;
-    if (s && bus_schema_validate_at(s, data, "/data", &result) != 0) {
+    if (!s) {
+        snprintf(err, errlen, "no schema for event type %s in %s (every event type needs events/%s.json)", type,
+                 dir && *dir ? dir : "schemas", type);
+        rc = BUS_ENOT_FOUND;
+    } else if (bus_schema_validate_at(s, data, "/data", &result) != 0) {
         bus_schema_result_format(&result, err, errlen);
         rc = BUS_EINVALID;
     }
