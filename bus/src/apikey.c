@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "bus/envelope.h"
 #include "bus/error.h"
 
 struct bus_apikey {
@@ -84,13 +85,15 @@ int bus_apikeys_load(const char *path, bus_apikeys_t **out, char *err, size_t er
         char *p = line;
         while (*p == ' ' || *p == '\t') p++;
         if (*p == '#' || *p == '\n' || *p == '\r' || *p == '\0') continue;
-        cJSON *o = cJSON_Parse(p);
+        char jerr[96];
+        cJSON *o = bus_json_parse(p, strlen(p), BUS_JSON_MAX_DEPTH, jerr, sizeof jerr);
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(o, "id");
         const cJSON *hash = cJSON_GetObjectItemCaseSensitive(o, "sha256");
         const cJSON *scopes = cJSON_GetObjectItemCaseSensitive(o, "scopes");
         unsigned char digest[32];
         const char *why = NULL;
-        if (!cJSON_IsObject(o)) why = "not a JSON object";
+        if (!o) why = jerr; /* "malformed JSON at byte N" */
+        else if (!cJSON_IsObject(o)) why = "not a JSON object";
         else if (!cJSON_IsString(id) || !valid_id(id->valuestring)) why = "\"id\" must be a name ([A-Za-z0-9._-], < 64)";
         else if (!cJSON_IsString(hash) || hex_digest(hash->valuestring, digest) != 0) why = "\"sha256\" must be 64 hex digits";
         else if (!cJSON_IsArray(scopes) || cJSON_GetArraySize(scopes) == 0) why = "\"scopes\" must be a non-empty array";

@@ -142,23 +142,9 @@ int bus_schema_registry_load(const char *dir, bus_schema_registry_t **out, char 
         const char *rel = files.v[i];
         char path[8192];
         snprintf(path, sizeof path, "%s/%s", dir, rel);
-        size_t len = 0;
-        char *text = bus__read_file(path, &len);
-        if (!text) {
-            snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno ? errno : EIO));
-            rc = BUS_EINVALID;
-            break;
-        }
-        char perr[128];
-        cJSON *j = bus__schema_parse_json(text, len, perr, sizeof perr);
-        free(text);
-        if (!j) {
-            snprintf(err, errlen, "%s: %s", path, perr);
-            rc = BUS_EINVALID;
-            break;
-        }
         bus_schema_t *root = NULL;
-        rc = bus__sset_add(r->set, j, path, NULL, &root, err, errlen);
+        rc = bus__sset_add_file(r->set, path, &root, err, errlen);
+        if (rc == BUS_ENOT_FOUND) rc = BUS_EINVALID; /* listed a moment ago: the directory exists */
         if (rc) break;
         const char *base = strrchr(rel, '/');
         base = base ? base + 1 : rel;

@@ -32,6 +32,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bus/envelope.h"
 #include "bus/error.h"
 #include "bus/log.h"
 #include "store_int.h"
@@ -185,7 +186,7 @@ int bus__store_cursor_decode(const char *cursor, cJSON **value, char **id) {
             txt[o++] = (char)((acc >> bits) & 0xff);
         }
     }
-    cJSON *a = cJSON_ParseWithLength(txt, o);
+    cJSON *a = bus_json_parse(txt, o, BUS_JSON_MAX_DEPTH, NULL, 0); /* a client's bytes */
     free(txt);
     int rc = BUS_EBAD_REQUEST;
     if (a && cJSON_IsArray(a) && cJSON_GetArraySize(a) == 2 && cJSON_IsString(cJSON_GetArrayItem(a, 1))) {
@@ -446,7 +447,8 @@ static void req_free(bus__sreq_t *r) {
 static void complete(bus__sreq_t *r, int uvst) {
     int st = uvst ? BUS_EINTERNAL : r->status;
     if (st == 0 && !r->out && r->out_text) { /* parsed here, on the loop thread (see store_sqlite.c) */
-        r->out = cJSON_Parse(r->out_text);
+        /* text the store wrote itself: cJSON's own depth bound, as before */
+        r->out = bus_json_parse(r->out_text, strlen(r->out_text), CJSON_NESTING_LIMIT, NULL, 0);
         if (!r->out) {
             bus_error(NULL, "store: a stored document is not valid JSON");
             st = BUS_EINTERNAL;

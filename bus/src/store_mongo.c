@@ -33,6 +33,7 @@
 
 #include <mongoc/mongoc.h>
 
+#include "bus/envelope.h"
 #include "bus/error.h"
 #include "bus/log.h"
 #include "store_int.h"
@@ -130,7 +131,7 @@ static cJSON *to_json(const bson_t *b) {
     if (bson_iter_init_find(&it, b, "_v")) v = bson_iter_as_int64(&it);
     size_t len;
     char *txt = bson_as_relaxed_extended_json(b, &len);
-    cJSON *body = txt ? cJSON_ParseWithLength(txt, len) : NULL;
+    cJSON *body = txt ? bus_json_parse(txt, len, CJSON_NESTING_LIMIT, NULL, 0) : NULL; /* libbson's text */
     bson_free(txt);
     cJSON *out = (body && id) ? bus__store_with_meta(body, id, v) : (cJSON_Delete(body), NULL);
     bson_free(id);
@@ -415,7 +416,7 @@ static int op_pget(ctx_t *c, const char *scope, const char *id, cJSON **out) {
         if (bson_iter_init_find(&it, doc, "result")) bson_append_iter(&w, "result", -1, &it);
         size_t len;
         char *txt = bson_as_relaxed_extended_json(&w, &len);
-        cJSON *j = txt ? cJSON_ParseWithLength(txt, len) : NULL;
+        cJSON *j = txt ? bus_json_parse(txt, len, CJSON_NESTING_LIMIT, NULL, 0) : NULL;
         bson_free(txt);
         bson_destroy(&w);
         cJSON *r = j ? cJSON_DetachItemFromObject(j, "result") : NULL;

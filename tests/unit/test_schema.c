@@ -564,6 +564,18 @@ static void test_error_order_and_cap(void) {
 
 /* ---- broken schemas are refused at load, with the place ---- */
 
+/* draft-07 ignores every sibling of $ref, so a broken sibling (even a
+ * broken $id) is no error: the compiler does not look at them. */
+static void test_ref_siblings_unchecked(void) {
+    RUN("ref siblings",
+        {"{\"definitions\":{\"r\":{\"type\":\"integer\"}},"
+         "\"properties\":{\"x\":{\"$ref\":\"#/definitions/r\",\"maximum\":\"1\",\"$id\":7,\"items\":3}}}",
+         "{\"x\":5}", 1},
+        {"{\"definitions\":{\"r\":{\"type\":\"integer\"}},"
+         "\"properties\":{\"x\":{\"$ref\":\"#/definitions/r\",\"maximum\":\"1\",\"$id\":7,\"items\":3}}}",
+         "{\"x\":\"5\"}", 0});
+}
+
 static void expect_broken(const char *schema, const char *want) {
     cJSON *j = cJSON_Parse(schema);
     CHECK(j != NULL);
@@ -698,7 +710,8 @@ static void test_compile_copies(void) {
 BUS_TESTS({"type", test_type, 10}, {"enum_const", test_enum_const, 10}, {"numbers", test_numbers, 10},
           {"strings", test_strings, 10}, {"arrays", test_arrays, 10}, {"objects", test_objects, 10},
           {"combinators", test_combinators, 10}, {"boolean_schemas", test_boolean_schemas, 10},
-          {"refs", test_refs, 10}, {"formats", test_formats, 10}, {"messages", test_messages, 10},
+          {"refs", test_refs, 10}, {"ref_siblings_unchecked", test_ref_siblings_unchecked, 10},
+          {"formats", test_formats, 10}, {"messages", test_messages, 10},
           {"error_order_and_cap", test_error_order_and_cap, 20}, {"broken_schemas", test_broken_schemas, 10},
           {"threads", test_threads, 60}, {"pathological", test_pathological, 30},
           {"compile_copies", test_compile_copies, 10})

@@ -1,15 +1,25 @@
-/* RPC over RabbitMQ (DESIGN.md "RPC on the wire").
+/* RPC over RabbitMQ (docs/ARCHITECTURE.md, "RPC on the wire").
  *
- * Client: requests go to bus.rpc with routing key <service>.<method>, body =
+ * Client: a request is published straight to the queue rpc.<service>
+ * through the default exchange (routing key = the queue name) with the
+ * method in the `type` property ("<service>.<method>"): RabbitMQ routes a
+ * default-exchange publish by queue name alone, which saves the topic match
+ * of bus.rpc (other clients publish to bus.rpc with routing key
+ * <service>.<method>; workers serve both routes). The publish is mandatory,
+ * so a service without a queue fails at once with BUS_ENOT_FOUND. Body =
  * params JSON, reply_to = amq.rabbitmq.reply-to (direct reply-to, consumed
  * no-ack on the publishing channel), correlation_id = "<client id>.<n>",
- * message_id = a fresh UUID (the idempotency key), per-message expiration =
- * the call's timeout (a request nobody took in time is dropped, not run
- * late), header x-correlation-id = the end-to-end correlation id. Thousands
- * of calls can be in flight; each has its own timeout. Losing the connection
- * fails every pending call at once with BUS_EUNAVAILABLE; calls made while
- * disconnected fail at once. Replies that arrive after their call ended are
- * dropped and counted (bus_rpc_late_replies_total).
+ * unique across every client, which the worker takes as the request's
+ * idempotency key since no message_id is sent (a caller that wants its own
+ * key sends a message_id; workers prefer it), per-message expiration = the
+ * call's timeout (a request nobody took in time is dropped, not run late;
+ * workers also stop retrying lost races at that deadline), header
+ * x-correlation-id = the end-to-end correlation id when it differs from the
+ * correlation_id. Thousands of calls can be in flight; each has its own
+ * timeout. Losing the connection fails every pending call at once with
+ * BUS_EUNAVAILABLE; calls made while disconnected fail at once. Replies that
+ * arrive after their call ended are dropped and counted
+ * (bus_rpc_late_replies_total).
  *
  * Replies are `{"success":true,"data":...}` or
  * `{"success":false,"error":"<code>","message":"...","status_code":N}`.
