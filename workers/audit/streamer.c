@@ -30,6 +30,7 @@
 struct au_streamer {
     au_state_t *st;
     cJSON *queue; /* records committed here, seq order, not yet published */
+    size_t qlen;
     int owner, busy, ready;
     int64_t lease_until, streamed;
     size_t outstanding;
@@ -87,8 +88,12 @@ void au_streamer_committed(au_streamer_t *s, cJSON *records) {
     while ((r = cJSON_DetachItemFromArray(records, 0)) != NULL) {
         /* not the holder: the holder reads them from the store; keep a
          * bounded backlog in case we take the lease soon */
-        if (!s->owner && cJSON_GetArraySize(s->queue) >= 4 * AU_STREAM_ROUND) cJSON_DeleteItemFromArray(s->queue, 0);
+        if (!s->owner && s->qlen >= 4 * AU_STREAM_ROUND) {
+            cJSON_DeleteItemFromArray(s->queue, 0);
+            s->qlen--;
+        }
         cJSON_AddItemToArray(s->queue, r);
+        s->qlen++;
     }
     cJSON_Delete(records);
     step(s);
@@ -229,7 +234,7 @@ static void on_read(int status, const cJSON *docs, const char *next, void *data)
     au_streamer_t *s = data;
     s->busy = 0;
     if (gone(s)) return;
-    if (status != 0 || cJSON_GetArraySize(docs) == 0) return;
+    if (status != 0 || !docs || !docs->child) return;
     cJSON *recs = cJSON_Duplicate(docs, 1);
     cJSON *r;
     int64_t want = s->streamed + 1;
@@ -242,7 +247,7 @@ static void on_read(int status, const cJSON *docs, const char *next, void *data)
             break;
         }
     }
-    if (cJSON_GetArraySize(recs) == 0) {
+    if (!recs->child) {
         cJSON_Delete(recs);
         return;
     }
@@ -258,14 +263,17 @@ static void step(au_streamer_t *s) {
     }
     /* drop what the stream already has */
     cJSON *r;
-    while ((r = cJSON_GetArrayItem(s->queue, 0)) != NULL && au_int(r, "seq") <= s->streamed)
+    while ((r = cJSON_GetArrayItem(s->queue, 0)) != NULL && au_int(r, "seq") <= s->streamed) {
         cJSON_DeleteItemFromArray(s->queue, 0);
+        s->qlen--;
+    }
     if (r && au_int(r, "seq") == s->streamed + 1) {
         cJSON *round = cJSON_CreateArray();
         int64_t want = s->streamed + 1;
         while ((r = cJSON_GetArrayItem(s->queue, 0)) != NULL && au_int(r, "seq") == want &&
-               cJSON_GetArraySize(round) < AU_STREAM_ROUND) {
+               want - s->streamed <= AU_STREAM_ROUND) {
             cJSON_AddItemToArray(round, cJSON_DetachItemFromArray(s->queue, 0));
+            s->qlen--;
             want++;
         }
         publish_round(s, round);
