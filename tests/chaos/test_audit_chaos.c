@@ -34,7 +34,7 @@ static pid_t start_audit(const char *name) {
 
 static cJSON *call(bt_client_t *c, const char *method, const char *params) {
     char *reply = NULL;
-    CHECK_INT(bt_call(c, "audit", method, params, 15000, &reply), 0);
+    CHECK_INT(bt_call(c, "audit", method, params, 30000, &reply), 0);
     cJSON *doc = cJSON_Parse(reply);
     free(reply);
     CHECK(cJSON_IsTrue(cJSON_GetObjectItem(doc, "success")));
@@ -43,7 +43,12 @@ static cJSON *call(bt_client_t *c, const char *method, const char *params) {
     return d;
 }
 
+/* The chain's tip, or -1 when no process answered in time (one is being
+ * killed or started, or the machine is slow: the caller polls again). */
 static int64_t tip(bt_client_t *c) {
+    char *reply = NULL;
+    if (bt_call(c, "audit", "verify", "{\"from\":1,\"to\":1}", 5000, &reply) != 0) return -1;
+    free(reply);
     cJSON *d = call(c, "verify", "{\"from\":1,\"to\":1}");
     int64_t t = (int64_t)cJSON_GetObjectItem(cJSON_GetObjectItem(d, "tip"), "seq")->valuedouble;
     cJSON_Delete(d);

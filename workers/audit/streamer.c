@@ -60,7 +60,8 @@ int au_streamer_new(au_state_t *st, au_streamer_t **out) {
     s->st = st;
     uv_timer_init(bus_worker_loop(st->w), s->tick);
     s->tick->data = s;
-    uint64_t every = (uint64_t)(st->lease_ms / 5 > 20 ? st->lease_ms / 5 : 20);
+    /* the holder looks for other processes' records this often; the lease is renewed at half its life */
+    uint64_t every = (uint64_t)(st->lease_ms / 5 < 200 ? st->lease_ms / 5 : 200);
     uv_timer_start(s->tick, on_tick, every, every);
     uv_unref((uv_handle_t *)s->tick);
     *out = s;
