@@ -68,8 +68,23 @@ int au_streamer_new(au_state_t *st, au_streamer_t **out) {
     return 0;
 }
 
+static void on_released(int status, const cJSON *doc, void *data) {
+    (void)status;
+    (void)doc;
+    (void)data;
+}
+
 void au_streamer_free(au_streamer_t *s) {
     if (!s) return;
+    if (s->owner) { /* a clean stop hands the stream over at once instead of after the lease */
+        cJSON *where = cJSON_CreateObject(), *patch = cJSON_CreateObject();
+        cJSON_AddStringToObject(where, "_id", AU_CURSOR_ID);
+        cJSON_AddStringToObject(where, "owner", bus_worker_instance(s->st->w));
+        cJSON_AddNumberToObject(patch, "until", 0);
+        bus_store_find_one_and_update(s->st->store, AU_COLL_CURSOR, where, NULL, patch, on_released, NULL);
+        cJSON_Delete(where);
+        cJSON_Delete(patch);
+    }
     cJSON_Delete(s->queue);
     s->queue = NULL;
     uv_close((uv_handle_t *)s->tick, (uv_close_cb)free);
