@@ -356,5 +356,10 @@ static void kick(au_trail_t *t) {
         if (!t->tip_loading && t->ninflight == 0) load_tip(t);
         return;
     }
-    while (t->head && !t->replan && t->ninflight < t->st->inflight_batches) submit(t);
+    /* a batch that is not full waits while another is in the store: under
+     * load the batches fill up (one commit for many records), idle a record
+     * goes at once */
+    while (t->head && !t->replan && t->ninflight < t->st->inflight_batches &&
+           (t->ninflight == 0 || t->npending >= AU_BATCH_RECORDS))
+        submit(t);
 }
