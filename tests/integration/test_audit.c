@@ -35,6 +35,7 @@ static void fresh(const char *test) {
     bt_client_t c;
     bt_client_open(&c);
     bt_delete_queue(&c, "events.audit");
+    bt_delete_queue(&c, "audit.events");
     bt_delete_queue(&c, "rpc.audit");
     bt_delete_queue(&c, "retry.audit");
     bt_delete_queue(&c, BUS_AUDIT_STREAM);
@@ -65,7 +66,7 @@ static int sh(char *out, size_t cap, const char *fmt, ...) {
     char cmd[4096];
     va_list ap;
     va_start(ap, fmt);
-    int n = snprintf(cmd, sizeof cmd, "BUS_STORE=sqlite:%s ", db_path);
+    int n = snprintf(cmd, sizeof cmd, "export BUS_STORE=sqlite:%s; ", db_path);
     vsnprintf(cmd + n, sizeof cmd - (size_t)n, fmt, ap);
     va_end(ap);
     FILE *p = popen(cmd, "r");
@@ -451,6 +452,12 @@ static void test_busctl_tail_order_filters_and_json(void) {
         CHECK(cJSON_IsNumber(cJSON_GetObjectItem(r, "offset")));
         cJSON_Delete(r);
     }
+    /* three tails at once each read everything: a stream consumer takes nothing from anyone */
+    CHECK_INT(sh(out, sizeof out,
+                 "for i in 1 2 3; do %s/busctl tail --from first --json --idle-ms 700 | wc -l & done; wait", build()),
+              0);
+    CHECK_INT(sh(out, sizeof out, "echo '%s' | awk '$1 == 201' | wc -l", out), 0);
+    CHECK_INT(atoi(out), 3);
     /* filters */
     CHECK_INT(sh(out, sizeof out, "%s/busctl tail --from first --json --actor telegram:22 --idle-ms 700 | wc -l", build()), 0);
     CHECK_INT(atoi(out), 50);
