@@ -471,17 +471,22 @@ static void test_busctl_tail_order_filters_and_json(void) {
     CHECK_INT(sh(out, sizeof out, "%s/busctl tail --offset 150 --json --idle-ms 700 | head -1", build()), 0);
     CHECK_CONTAINS(out, "\"offset\":150");
     CHECK_INT(sh(out, sizeof out, "%s/busctl tail --since yesterday 2>&1", build()), 2);
-    /* --follow sees what comes later */
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, "%s/busctl tail --from next --follow --json --limit 3 > %s/follow.out", build(), tmpdir());
-    char *argv[] = {"/bin/sh", "-c", cmd, NULL};
-    pid_t f = bt_spawn_program(argv, NULL, NULL);
-    usleep(1000 * 1000);
+    /* --follow sees what comes later: it reads the 201 records, then waits
+     * for the 3 published after it started (busctl itself is the child, so a
+     * time-out kills it) */
+    char prog[600], out_path[600];
+    snprintf(prog, sizeof prog, "%s/busctl", build());
+    snprintf(out_path, sizeof out_path, "%s/follow.out", tmpdir());
+    unlink(out_path);
+    char *argv[] = {prog, "tail", "--from", "first", "--follow", "--json", "--limit", "204", NULL};
+    pid_t f = bt_spawn_program(argv, NULL, out_path);
+    usleep(2000 * 1000); /* longer than the idle time that ends a tail without --follow */
+    CHECK_INT(waitpid(f, NULL, WNOHANG), 0);
     p = (pub_t){0};
     for (int i = 0; i < 3; i++) publish_note(&c, &p, NULL, "discord:23", i);
     while (p.confirmed + p.failed < 3) uv_run(&c.loop, UV_RUN_ONCE);
-    CHECK_INT(bt_wait_exit(f, 10000), 0);
-    CHECK_INT(sh(out, sizeof out, "grep -c discord:23 %s/follow.out", tmpdir()), 0);
+    CHECK_INT(bt_wait_exit(f, 20000), 0);
+    CHECK_INT(sh(out, sizeof out, "grep -c discord:23 %s", out_path), 0);
     CHECK_INT(atoi(out), 3);
     bt_client_close(&c);
     stop_clean(w);
