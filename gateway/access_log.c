@@ -17,45 +17,42 @@
 #include "bus/log.h"
 #include "gateway.h"
 
-#define BUF_SIZE (64 * 1024)
 #define LINE_MAX_BYTES 2048
 #define FLUSH_MS 10
 
-static char buf[BUF_SIZE];
-static size_t used;
-static uv_timer_t flusher;
-static int active;
+/* The state is gw->alog (gateway.h). */
 
-static void flush(void) {
+static void flush(gw_t *gw) {
     size_t off = 0;
-    while (off < used) {
-        ssize_t n = write(2, buf + off, used - off);
+    while (off < gw->alog.used) {
+        ssize_t n = write(2, gw->alog.buf + off, gw->alog.used - off);
         if (n <= 0) break; /* stderr gone or full: drop rather than block */
         off += (size_t)n;
     }
-    used = 0;
+    gw->alog.used = 0;
 }
 
 static void on_flush_timer(uv_timer_t *t) {
-    (void)t;
-    if (used) flush();
+    gw_t *gw = t->data;
+    if (gw->alog.used) flush(gw);
 }
 
-void gw_access_log_init(uv_loop_t *loop, int enabled) {
-    if (!enabled) return;
-    uv_timer_init(loop, &flusher);
-    uv_unref((uv_handle_t *)&flusher);
-    active = 1;
+void gw_access_log_init(gw_t *gw) {
+    if (!gw->access_log) return;
+    uv_timer_init(gw->loop, &gw->alog.flusher);
+    gw->alog.flusher.data = gw;
+    uv_unref((uv_handle_t *)&gw->alog.flusher);
+    gw->alog.active = 1;
 }
 
-void gw_access_log(const char *request_id, const char *route, const char *method, const char *path,
+void gw_access_log(gw_t *gw, const char *request_id, const char *route, const char *method, const char *path,
                    int status, size_t bytes, double ms, const char *key, const char *peer) {
-    if (!active) return;
-    if (used + LINE_MAX_BYTES > BUF_SIZE) flush();
-    if (!used) uv_timer_start(&flusher, on_flush_timer, FLUSH_MS, 0);
+    if (!gw->alog.active) return;
+    if (gw->alog.used + LINE_MAX_BYTES > GW_ACCESS_LOG_BYTES) flush(gw);
+    if (!gw->alog.used) uv_timer_start(&gw->alog.flusher, on_flush_timer, FLUSH_MS, 0);
     char ts[32];
     bus_now_rfc3339(ts);
-    char *line = buf + used;
+    char *line = gw->alog.buf + gw->alog.used;
     size_t n = 0, cap = LINE_MAX_BYTES;
     n = (size_t)snprintf(line, cap,
                          "{\"ts\":\"%s\",\"level\":\"info\",\"service\":\"gateway\",\"kind\":\"access\","
@@ -75,13 +72,13 @@ void gw_access_log(const char *request_id, const char *route, const char *method
     bus_json_escape_into(line, &n, cap - 8, peer ? peer : "");
     memcpy(line + n, "\"}\n", 3);
     n += 3;
-    used += n;
+    gw->alog.used += n;
 }
 
-void gw_access_log_close(void) {
-    if (!active) return;
-    flush();
-    uv_timer_stop(&flusher);
-    uv_close((uv_handle_t *)&flusher, NULL);
-    active = 0;
+void gw_access_log_close(gw_t *gw) {
+    if (!gw->alog.active) return;
+    flush(gw);
+    uv_timer_stop(&gw->alog.flusher);
+    uv_close((uv_handle_t *)&gw->alog.flusher, NULL);
+    gw->alog.active = 0;
 }

@@ -27,16 +27,21 @@
 #include "bus/log.h"
 #include "gateway.h"
 
+/* The rate-limit identity of a request without a key: the peer address
+ * without the port ("127.0.0.1:5123" -> "127.0.0.1", "[::1]:5" -> "[::1]"). */
+static void client_from_peer(gw_req_t *r) {
+    const char *peer = bus_http_peer(r->http);
+    const char *colon = strrchr(peer, ':');
+    size_t n = colon ? (size_t)(colon - peer) : strlen(peer);
+    if (n >= sizeof r->client) n = sizeof r->client - 1;
+    memcpy(r->client, peer, n);
+    r->client[n] = '\0';
+}
+
 int gw_authorize(gw_req_t *r, const char *scope) {
     gw_t *gw = r->gw;
     if (!gw->keys) {
-        const char *peer = bus_http_peer(r->http);
-        /* the address without the port: "127.0.0.1:5123" -> "127.0.0.1", "[::1]:5" -> "[::1]" */
-        const char *colon = strrchr(peer, ':');
-        size_t n = colon ? (size_t)(colon - peer) : strlen(peer);
-        if (n >= sizeof r->client) n = sizeof r->client - 1;
-        memcpy(r->client, peer, n);
-        r->client[n] = '\0';
+        client_from_peer(r);
         return 0;
     }
     const char *secret = bus_http_header(r->http, "X-API-Key");
@@ -49,15 +54,13 @@ int gw_authorize(gw_req_t *r, const char *scope) {
     }
     if (!secret || !*secret) {
         bus_counter_inc(gw->m_auth_missing, 1);
-        bus_http_add_header(r->http, "WWW-Authenticate", "ApiKey header=\"X-API-Key\"");
-        gw_fail(r, 401, "an API key is required (X-API-Key header)");
+        gw_fail_unauthenticated(r, "an API key is required (X-API-Key header)");
         return -1;
     }
     const bus_apikey_t *key = bus_apikeys_find(gw->keys, secret);
     if (!key) {
         bus_counter_inc(gw->m_auth_invalid, 1);
-        bus_http_add_header(r->http, "WWW-Authenticate", "ApiKey header=\"X-API-Key\"");
-        gw_fail(r, 401, "unknown API key");
+        gw_fail_unauthenticated(r, "unknown API key");
         return -1;
     }
     snprintf(r->key_id, sizeof r->key_id, "%s", bus_apikey_id(key));
@@ -88,7 +91,7 @@ static int64_t wall_ms(void) {
 #define RL_SLOTS 4096
 #define RL_PROBE 8
 
-typedef struct {
+typedef struct gw_rl_client {
     char name[80];  /* "" = free */
     int64_t window; /* window start (ms) the counts belong to */
     int seen;       /* known is valid for window */
@@ -100,17 +103,18 @@ typedef struct {
     int dirty;      /* listed in `dirty` */
 } rl_client_t;
 
-typedef struct rl_call {
+typedef struct gw_rl_call {
     rl_client_t *c;     /* may be NULL (table full) */
     int64_t window;
     gw_t *gw;
     gw_req_t *r;        /* NULL when the request did not wait */
     int64_t n;          /* requests this call counts */
-    struct rl_call *next_free;
+    struct gw_rl_call *next_free;
 } rl_call_t;
 
-static rl_client_t *clients;
-static rl_call_t *free_calls;
+/* The state (gw->rl): the table of clients, RL_SLOTS of them (allocated on
+ * first use), a free list of calls, and the dirty clients below. */
+
 /* Clients with requests admitted at once: their counts wait in `unsent`
  * and go out as one INCRBY per client from a timer every RL_BATCH_MS, and
  * not while the client's previous batch is still in flight. A busy client
@@ -119,26 +123,21 @@ static rl_call_t *free_calls;
  * only matters far below the limit (a request near it forces its client's
  * batch out first and waits for its own INCR). */
 #define RL_BATCH_MS 2
-static rl_client_t *dirty[RL_SLOTS];
-static size_t ndirty;
-static uv_timer_t flusher;
-static gw_t *flush_gw;
-static int flusher_on;
 
 static void on_flush(uv_timer_t *t);
 static void send_batch(gw_t *gw, rl_client_t *c, int force);
-static void mark_dirty(rl_client_t *c);
+static void mark_dirty(gw_t *gw, rl_client_t *c);
 
-static rl_call_t *call_new(void) {
-    rl_call_t *call = free_calls;
-    if (call) free_calls = call->next_free;
+static rl_call_t *call_new(gw_t *gw) {
+    rl_call_t *call = gw->rl.free_calls;
+    if (call) gw->rl.free_calls = call->next_free;
     else call = malloc(sizeof *call);
     return call;
 }
 
-static void call_free(rl_call_t *call) {
-    call->next_free = free_calls;
-    free_calls = call;
+static void call_free(gw_t *gw, rl_call_t *call) {
+    call->next_free = gw->rl.free_calls;
+    gw->rl.free_calls = call;
 }
 
 static uint32_t hash(const char *s) {
@@ -147,8 +146,19 @@ static uint32_t hash(const char *s) {
     return h;
 }
 
-static rl_client_t *client_slot(const char *name, int64_t window) {
-    if (!clients && !(clients = calloc(RL_SLOTS, sizeof *clients))) return NULL;
+static rl_client_t *client_slot(gw_t *gw, const char *name, int64_t window) {
+    if (!gw->rl.clients) {
+        gw->rl.clients = calloc(RL_SLOTS, sizeof *gw->rl.clients);
+        gw->rl.dirty = calloc(RL_SLOTS, sizeof *gw->rl.dirty);
+        if (!gw->rl.clients || !gw->rl.dirty) {
+            free(gw->rl.clients);
+            free(gw->rl.dirty);
+            gw->rl.clients = NULL;
+            gw->rl.dirty = NULL;
+            return NULL;
+        }
+    }
+    rl_client_t *clients = gw->rl.clients;
     uint32_t h = hash(name);
     rl_client_t *reuse = NULL;
     for (int i = 0; i < RL_PROBE; i++) {
@@ -170,24 +180,26 @@ static rl_client_t *client_slot(const char *name, int64_t window) {
     return reuse;
 }
 
-void gw_rate_limit_close(void) {
-    if (!flusher_on) return;
+void gw_rate_limit_close(gw_t *gw) {
+    if (!gw->rl.flusher_on) return;
     /* send what was admitted and not counted yet */
-    for (size_t i = 0; clients && i < RL_SLOTS; i++)
-        if (clients[i].unsent > 0) send_batch(flush_gw, &clients[i], 1);
-    for (size_t i = 0; i < ndirty; i++) dirty[i]->dirty = 0;
-    ndirty = 0;
-    uv_close((uv_handle_t *)&flusher, NULL);
-    flusher_on = 0;
+    for (size_t i = 0; gw->rl.clients && i < RL_SLOTS; i++)
+        if (gw->rl.clients[i].unsent > 0) send_batch(gw, &gw->rl.clients[i], 1);
+    for (size_t i = 0; i < gw->rl.ndirty; i++) gw->rl.dirty[i]->dirty = 0;
+    gw->rl.ndirty = 0;
+    uv_close((uv_handle_t *)&gw->rl.flusher, NULL);
+    gw->rl.flusher_on = 0;
 }
 
-void gw_rate_limit_free(void) {
-    free(clients);
-    clients = NULL;
-    while (free_calls) {
-        rl_call_t *n = free_calls->next_free;
-        free(free_calls);
-        free_calls = n;
+void gw_rate_limit_free(gw_t *gw) {
+    free(gw->rl.clients);
+    free(gw->rl.dirty);
+    gw->rl.clients = NULL;
+    gw->rl.dirty = NULL;
+    while (gw->rl.free_calls) {
+        rl_call_t *n = gw->rl.free_calls->next_free;
+        free(gw->rl.free_calls);
+        gw->rl.free_calls = n;
     }
 }
 
@@ -219,7 +231,7 @@ static void on_counted(int status, int64_t count, int64_t ttl_ms, void *data) {
     gw_t *cgw = call->gw;
     int64_t n = call->n;
     (void)ttl_ms;
-    call_free(call);
+    call_free(cgw, call);
     if (c) {
         c->pending--;
         c->local -= n;
@@ -227,7 +239,7 @@ static void on_counted(int status, int64_t count, int64_t ttl_ms, void *data) {
             c->seen = 1;
             if (count > c->known) c->known = count;
         }
-        if (!r && --c->batches == 0 && c->unsent > 0) mark_dirty(c); /* what waited for this batch */
+        if (!r && --c->batches == 0 && c->unsent > 0) mark_dirty(cgw, c); /* what waited for this batch */
     }
     if (!r) { /* the request went ahead without waiting */
         if (status != 0) bus_counter_inc(cgw->m_rl_unavailable, (uint64_t)n);
@@ -240,12 +252,8 @@ static void on_counted(int status, int64_t count, int64_t ttl_ms, void *data) {
     gw_t *gw = r->gw;
     set_headers(r, count, window);
     if (count > gw->rate_limit) {
-        char v[32];
-        snprintf(v, sizeof v, "%lld", (long long)r->rl_reset_s);
-        bus_http_add_header(r->http, "Retry-After", v);
         bus_counter_inc(gw->m_rate_limited, 1);
-        gw_fail(r, 429, "rate limit of %lld requests per %lld ms exceeded", (long long)gw->rate_limit,
-                (long long)gw->rate_window_ms);
+        gw_fail_rate_limited(r);
         return;
     }
     r->next(r);
@@ -271,7 +279,7 @@ static void send_batch(gw_t *gw, rl_client_t *c, int force) {
     int64_t n = c->unsent;
     c->unsent = 0;
     if (n <= 0) return;
-    rl_call_t *call = call_new();
+    rl_call_t *call = call_new(gw);
     char key[160], nbuf[24], wbuf[24];
     snprintf(key, sizeof key, "bus:rl:%s:%lld", c->name, (long long)c->window);
     snprintf(nbuf, sizeof nbuf, "%lld", (long long)n);
@@ -279,7 +287,7 @@ static void send_batch(gw_t *gw, rl_client_t *c, int force) {
     const char *argv[] = {"EVAL", incrby_script, "1", key, nbuf, wbuf};
     if (call) *call = (rl_call_t){.c = c, .window = c->window, .gw = gw, .n = n};
     if (!call || bus_redis_command_argv(gw->redis, 6, argv, NULL, on_batch, call) != 0) {
-        if (call) call_free(call);
+        if (call) call_free(gw, call);
         c->local -= n;
         bus_counter_inc(gw->m_rl_unavailable, (uint64_t)n);
         return;
@@ -289,19 +297,21 @@ static void send_batch(gw_t *gw, rl_client_t *c, int force) {
 }
 
 static void on_flush(uv_timer_t *t) {
-    for (size_t i = 0; i < ndirty; i++) {
-        dirty[i]->dirty = 0;
-        send_batch(flush_gw, dirty[i], 0); /* a client with a batch in flight waits for its answer */
+    gw_t *gw = t->data;
+    for (size_t i = 0; i < gw->rl.ndirty; i++) {
+        gw->rl.dirty[i]->dirty = 0;
+        send_batch(gw, gw->rl.dirty[i], 0); /* a client with a batch in flight waits for its answer */
     }
-    ndirty = 0;
+    gw->rl.ndirty = 0;
     uv_timer_stop(t); /* mark_dirty starts it again */
 }
 
-static void mark_dirty(rl_client_t *c) {
-    if (c->dirty || ndirty >= RL_SLOTS) return;
+static void mark_dirty(gw_t *gw, rl_client_t *c) {
+    if (c->dirty || gw->rl.ndirty >= RL_SLOTS) return;
     c->dirty = 1;
-    dirty[ndirty++] = c;
-    if (flusher_on && !uv_is_active((uv_handle_t *)&flusher)) uv_timer_start(&flusher, on_flush, RL_BATCH_MS, 0);
+    gw->rl.dirty[gw->rl.ndirty++] = c;
+    if (gw->rl.flusher_on && !uv_is_active((uv_handle_t *)&gw->rl.flusher))
+        uv_timer_start(&gw->rl.flusher, on_flush, RL_BATCH_MS, 0);
 }
 
 void gw_rate_limit(gw_req_t *r) {
@@ -314,20 +324,21 @@ void gw_rate_limit(gw_req_t *r) {
         unavailable(r);
         return;
     }
-    if (!flusher_on) {
-        uv_timer_init(gw->loop, &flusher);
-        flush_gw = gw;
-        flusher_on = 1;
+    if (!gw->rl.flusher_on) {
+        uv_timer_init(gw->loop, &gw->rl.flusher);
+        gw->rl.flusher.data = gw;
+        gw->rl.flusher_on = 1;
     }
+    if (!r->client[0]) client_from_peer(r); /* a route that needs no key */
     int64_t window = wall_ms() / gw->rate_window_ms * gw->rate_window_ms;
-    rl_client_t *c = client_slot(r->client, window);
+    rl_client_t *c = client_slot(gw, r->client, window);
     int64_t margin = gw->rate_limit / 10 > 16 ? gw->rate_limit / 10 : 16;
     int64_t est = c ? c->known + c->local + 1 : 0;
-    if (c && c->seen && est <= gw->rate_limit - margin && (c->dirty || ndirty < RL_SLOTS)) {
+    if (c && c->seen && est <= gw->rate_limit - margin && (c->dirty || gw->rl.ndirty < RL_SLOTS)) {
         /* far below the limit: go ahead, count it in this iteration's batch */
         c->local++;
         c->unsent++;
-        mark_dirty(c);
+        mark_dirty(gw, c);
         set_headers(r, est, window);
         r->next(r);
         return;
@@ -335,7 +346,7 @@ void gw_rate_limit(gw_req_t *r) {
     /* requests of this client admitted earlier in this iteration reach Redis
      * first (one connection keeps the order), so this count includes them */
     if (c && c->unsent > 0) send_batch(gw, c, 1);
-    rl_call_t *call = call_new();
+    rl_call_t *call = call_new(gw);
     if (!call) {
         unavailable(r);
         return;
@@ -344,7 +355,7 @@ void gw_rate_limit(gw_req_t *r) {
     char key[160];
     snprintf(key, sizeof key, "bus:rl:%s:%lld", r->client, (long long)window);
     if (bus_redis_incr_expire(gw->redis, key, gw->rate_window_ms, on_counted, call) != 0) {
-        call_free(call);
+        call_free(gw, call);
         unavailable(r);
         return;
     }

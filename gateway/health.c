@@ -7,14 +7,8 @@
  *   GET /api/v1/services/{name}/status  that service's ping reply
  *   GET /metrics                        Prometheus text
  *
- * The broker is asked with passive queue declares that do not wait
- * (bus_conn_queue_probe). Answers are cached per queue: 1 s for a queue with
- * consumers, 250 ms for "no consumer" and "no queue" (so a service that just
- * started is seen quickly). A request that finds a fresh answer goes on at
- * once (and a live answer in its last quarter is refreshed behind it, so
- * steady traffic never waits); any other waits for a probe, and all
- * requests waiting on one queue share one probe. The event loop never waits
- * for the broker.
+ * What the broker says about the queues comes from the liveness cache
+ * (liveness.c); nothing here waits for the broker.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,175 +18,6 @@
 #include "bus/log.h"
 #include "bus/topology.h"
 #include "gateway.h"
-
-#define CACHE_SLOTS 256
-#define TTL_OK_MS 1000
-#define TTL_NEG_MS 250
-
-typedef struct waiter {
-    struct waiter *next;
-    void (*cb)(void *data);
-    void *data;
-} waiter_t;
-
-typedef struct {
-    char name[72];        /* queue name; "" = free */
-    int known;            /* rc and counts are an answer read on connection generation gen */
-    int rc;               /* of the last probe: 0, BUS_ENOT_FOUND, BUS_EUNAVAILABLE */
-    uint32_t messages, consumers;
-    uint64_t at;          /* uv_now of that answer */
-    uint64_t gen;
-    int probing;          /* a probe is out: the slot is not reused until it answers */
-    waiter_t *waiters;    /* called (and freed) when the probe answers */
-} qinfo_t;
-
-static qinfo_t cache[CACHE_SLOTS];
-static unsigned next_victim;
-static gw_t *cache_gw; /* probes answer on the one gateway of the process */
-
-/* The slot of `queue`; with create, a free or reusable one is taken (NULL
- * when every slot has a probe out). */
-static qinfo_t *slot_of(const char *queue, int create) {
-    for (int i = 0; i < CACHE_SLOTS; i++)
-        if (strcmp(cache[i].name, queue) == 0) return &cache[i];
-    if (!create) return NULL;
-    qinfo_t *slot = NULL;
-    for (int i = 0; i < CACHE_SLOTS && !slot; i++)
-        if (!cache[i].name[0]) slot = &cache[i];
-    for (int i = 0; i < CACHE_SLOTS && !slot; i++) {
-        qinfo_t *v = &cache[next_victim++ % CACHE_SLOTS];
-        if (!v->probing) slot = v;
-    }
-    if (!slot) return NULL;
-    memset(slot, 0, sizeof *slot);
-    snprintf(slot->name, sizeof slot->name, "%s", queue);
-    return slot;
-}
-
-static int current(gw_t *gw, const qinfo_t *q) { return q->known && q->gen == bus_conn_generation(gw->conn); }
-static int live(const qinfo_t *q) { return q->rc == 0 && q->consumers > 0; }
-static int fresh(gw_t *gw, const qinfo_t *q) {
-    return current(gw, q) && uv_now(gw->loop) - q->at < (live(q) ? TTL_OK_MS : TTL_NEG_MS);
-}
-
-static void on_probe(int status, uint32_t messages, uint32_t consumers, void *data) {
-    qinfo_t *q = data;
-    gw_t *gw = cache_gw;
-    q->probing = 0;
-    q->rc = status == 0 || status == BUS_ENOT_FOUND ? status : BUS_EUNAVAILABLE;
-    q->known = q->rc != BUS_EUNAVAILABLE;
-    q->messages = status == 0 ? messages : 0;
-    q->consumers = status == 0 ? consumers : 0;
-    q->at = uv_now(gw->loop);
-    q->gen = bus_conn_generation(gw->conn);
-    waiter_t *w = q->waiters;
-    q->waiters = NULL;
-    while (w) { /* callbacks may look the slot up again (it holds the answer) or probe anew */
-        waiter_t *n = w->next;
-        w->cb(w->data);
-        free(w);
-        w = n;
-    }
-}
-
-/* Makes sure a probe of q is out; with cb, cb(data) runs when it answers.
- * 0, or BUS_EUNAVAILABLE / BUS_EINTERNAL (cb will not run). */
-static int probe(gw_t *gw, qinfo_t *q, void (*cb)(void *), void *data) {
-    waiter_t *w = NULL;
-    if (cb) {
-        w = malloc(sizeof *w);
-        if (!w) return BUS_EINTERNAL;
-        *w = (waiter_t){q->waiters, cb, data};
-    }
-    if (!q->probing) {
-        int rc = bus_conn_queue_probe(gw->conn, q->name, on_probe, q);
-        if (rc != 0) {
-            free(w);
-            return rc == BUS_EUNAVAILABLE ? rc : BUS_EINTERNAL;
-        }
-        q->probing = 1;
-        cache_gw = gw;
-    }
-    if (w) q->waiters = w;
-    return 0;
-}
-
-/* ---- a live instance, before an RPC ---- */
-
-void gw_fail_broker(gw_req_t *r) {
-    const char *why = bus_conn_blocked(r->gw->conn);
-    if (why)
-        gw_fail(r, 503, "the message broker refuses messages for now (%s); try again later",
-                *why ? why : "resource alarm");
-    else
-        gw_fail(r, 503, "the message broker is unavailable");
-}
-
-/* Goes on with r->after_check, or answers 404 / 503 from q's answer. */
-static void decide(gw_req_t *r, const qinfo_t *q) {
-    if (!q || q->rc == BUS_EUNAVAILABLE)
-        gw_fail_broker(r);
-    else if (q->rc == BUS_ENOT_FOUND)
-        gw_fail(r, 404, "unknown service \"%s\"", r->service);
-    else if (q->consumers == 0)
-        gw_fail(r, 503, "no live instance of service \"%s\"", r->service);
-    else
-        r->after_check(r);
-}
-
-static void rpc_queue(char *q, size_t cap, const char *service) { bus_queue_name(q, cap, "rpc", service); }
-
-static void on_service_probed(void *data) {
-    gw_req_t *r = data;
-    char name[80];
-    rpc_queue(name, sizeof name, r->service);
-    decide(r, slot_of(name, 0));
-}
-
-void gw_require_live_service(gw_req_t *r, void (*then)(gw_req_t *r)) {
-    gw_t *gw = r->gw;
-    if (!bus_conn_is_up(gw->conn) || bus_conn_blocked(gw->conn)) {
-        gw_fail_broker(r);
-        return;
-    }
-    r->after_check = then;
-    char name[80];
-    rpc_queue(name, sizeof name, r->service);
-    qinfo_t *q = slot_of(name, 1);
-    if (!q) {
-        gw_fail(r, 503, "too many services are being looked up; try again");
-        return;
-    }
-    if (fresh(gw, q)) {
-        /* a live answer in its last quarter is refreshed behind the request,
-         * so steady traffic never waits for a probe */
-        if (live(q) && uv_now(gw->loop) - q->at >= TTL_OK_MS * 3 / 4) probe(gw, q, NULL, NULL);
-        decide(r, q);
-        return;
-    }
-    if (probe(gw, q, on_service_probed, r) != 0) gw_fail_broker(r);
-}
-
-void gw_health_free(void) {
-    for (int i = 0; i < CACHE_SLOTS; i++)
-        while (cache[i].waiters) {
-            waiter_t *n = cache[i].waiters->next;
-            free(cache[i].waiters);
-            cache[i].waiters = n;
-        }
-    memset(cache, 0, sizeof cache);
-}
-
-static void finish_json(gw_req_t *r, int status, cJSON *doc) {
-    char *s = cJSON_PrintUnformatted(doc);
-    cJSON_Delete(doc);
-    if (!s) {
-        gw_fail(r, 500, "out of memory");
-        return;
-    }
-    gw_finish(r, status, "application/json", s, strlen(s));
-    free(s);
-}
 
 void gw_root(gw_req_t *r) {
     cJSON *d = cJSON_CreateObject();
@@ -209,7 +34,7 @@ void gw_root(gw_req_t *r) {
     cJSON_AddStringToObject(links, "events", "/api/v1/events/{type}");
     cJSON_AddStringToObject(links, "openapi", "/api/v1/openapi.json");
     cJSON_AddStringToObject(links, "metrics", "/metrics");
-    finish_json(r, 200, d);
+    gw_finish_json(r, 200, d);
 }
 
 void gw_health(gw_req_t *r) {
@@ -244,21 +69,23 @@ static void health_answer(health_ctx_t *h) {
     cJSON *arr = cJSON_CreateArray();
     int up = 0, broker_lost = 0;
     for (size_t i = 0; i < h->nservices; i++) {
-        const qinfo_t *q[3];
+        gw_queue_state_t q[3];
+        int answered[3]; /* 1: q[k] holds an answer of the broker */
         for (int k = 0; k < 3; k++) {
             char name[80];
             bus_queue_name(name, sizeof name, QUEUE_KINDS[k], h->services[i]);
-            q[k] = slot_of(name, 0);
-            if (q[k] && q[k]->rc == BUS_EUNAVAILABLE) broker_lost = 1;
+            int cached = gw_liveness_get(gw, name, &q[k]) == 0;
+            if (cached && q[k].rc == BUS_EUNAVAILABLE) broker_lost = 1;
+            answered[k] = cached && q[k].known && q[k].rc == 0;
         }
-        int declared = q[0] && q[0]->known && q[0]->rc == 0;
-        uint32_t instances = declared ? q[0]->consumers : 0;
+        int declared = answered[0];
+        uint32_t instances = declared ? q[0].consumers : 0;
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "service", h->services[i]);
         cJSON_AddNumberToObject(o, "instances", instances);
-        cJSON_AddNumberToObject(o, "rpc_backlog", declared ? q[0]->messages : 0);
-        cJSON_AddNumberToObject(o, "event_backlog", q[1] && q[1]->known && q[1]->rc == 0 ? q[1]->messages : 0);
-        cJSON_AddNumberToObject(o, "dead_letters", q[2] && q[2]->known && q[2]->rc == 0 ? q[2]->messages : 0);
+        cJSON_AddNumberToObject(o, "rpc_backlog", declared ? q[0].messages : 0);
+        cJSON_AddNumberToObject(o, "event_backlog", answered[1] ? q[1].messages : 0);
+        cJSON_AddNumberToObject(o, "dead_letters", answered[2] ? q[2].messages : 0);
         cJSON_AddBoolToObject(o, "declared", declared);
         cJSON_AddStringToObject(o, "status", declared && instances > 0 ? "up" : "down");
         cJSON_AddItemToArray(arr, o);
@@ -274,7 +101,7 @@ static void health_answer(health_ctx_t *h) {
     }
     cJSON_AddStringToObject(d, "status", (size_t)up == (size_t)cJSON_GetArraySize(arr) ? "ok" : "degraded");
     cJSON_AddItemToObject(d, "services", arr);
-    finish_json(r, 200, d);
+    gw_finish_json(r, 200, d);
 }
 
 static void on_health_probed(void *data) {
@@ -312,9 +139,7 @@ void gw_health_services(gw_req_t *r) {
         for (int k = 0; k < 3; k++) {
             char name[80];
             bus_queue_name(name, sizeof name, QUEUE_KINDS[k], h->services[i]);
-            qinfo_t *q = slot_of(name, 1);
-            if (!q || fresh(gw, q)) continue;
-            if (probe(gw, q, on_health_probed, h) == 0) h->pending++;
+            h->pending += gw_liveness_refresh(gw, name, on_health_probed, h);
         }
     on_health_probed(h);
 }

@@ -1,5 +1,5 @@
 /* bus-gateway: the HTTP edge. Parses, authenticates, limits, validates and
- * forwards (DESIGN.md "HTTP edge"); see gateway.h for the file map.
+ * forwards (README.md "The HTTP edge"); see gateway.h for the file map.
  *
  * Settings (environment variable or the flag of the same name; bad values
  * exit 2 naming the variable), besides the common ones of bus/config.h:
@@ -31,7 +31,8 @@
 
 enum { X_KEYS, X_RATE, X_WINDOW, X_FAIL, X_CORS, X_BODY, X_HEADER, X_DEPTH, X_REUSE, X_ACCESS, X_COUNT };
 
-static bus_config_extra_t extras[X_COUNT] = {
+/* The edge's own settings; main() copies them (bus_config_load fills in the values). */
+static const bus_config_extra_t extra_settings[X_COUNT] = {
     [X_KEYS] = {"BUS_API_KEYS_FILE", "--api-keys-file", "API keys file (unset: open access, loopback only)", NULL, NULL},
     [X_RATE] = {"BUS_RATE_LIMIT", "--rate-limit", "requests per window per key or address (0 = off)", "1200", NULL},
     [X_WINDOW] = {"BUS_RATE_WINDOW_MS", "--rate-window-ms", "rate-limit window", "60000", NULL},
@@ -43,8 +44,6 @@ static bus_config_extra_t extras[X_COUNT] = {
     [X_REUSE] = {"BUS_REUSEPORT", "--reuseport", "1: SO_REUSEPORT (several gateways on one port)", "1", NULL},
     [X_ACCESS] = {"BUS_ACCESS_LOG", "--access-log", "1: one JSON access-log line per request", "1", NULL},
 };
-
-static gw_t gw_state;
 
 /* Strict integer in [lo, hi]; -1 when not. */
 static int parse_int(const char *s, long long lo, long long hi, long long *out) {
@@ -74,7 +73,7 @@ static int is_loopback(const char *addr) {
     return 0;
 }
 
-static int parse_settings(gw_t *gw) {
+static int parse_settings(gw_t *gw, const bus_config_extra_t *extras) {
     long long v;
     const char *s;
     s = extras[X_KEYS].value;
@@ -146,10 +145,10 @@ static void on_http_closed(void *data) {
     gw->rpc = NULL;
     if (gw->conn) bus_conn_close(gw->conn, NULL, NULL);
     gw->conn = NULL;
-    gw_rate_limit_close();
+    gw_rate_limit_close(gw);
     if (gw->redis) bus_redis_close(gw->redis, NULL, NULL);
     gw->redis = NULL;
-    gw_access_log_close();
+    gw_access_log_close(gw);
     uv_close((uv_handle_t *)&gw->sigterm, NULL);
     uv_close((uv_handle_t *)&gw->sigint, NULL);
 }
@@ -194,17 +193,24 @@ static void on_redis_state(int connected, void *data) {
 }
 
 int main(int argc, char **argv) {
-    gw_t *gw = &gw_state;
+    /* the gateway: everything the edge holds, passed down to every file */
+    gw_t *gw = calloc(1, sizeof *gw);
+    if (!gw) {
+        fprintf(stderr, "bus-gateway: out of memory\n");
+        return 1;
+    }
+    bus_config_extra_t extras[X_COUNT];
+    memcpy(extras, extra_settings, sizeof extras);
     char err[1024];
     int rc = bus_config_load(&gw->cfg, argc, argv, "bus-gateway",
                              "the HTTP edge: RPC and events over HTTP, API keys, rate limits", extras, X_COUNT, err,
                              sizeof err);
-    if (rc == 1) return 0;
     if (rc != 0) {
-        fprintf(stderr, "bus-gateway: %s\n", err);
-        return 2;
+        if (rc != 1) fprintf(stderr, "bus-gateway: %s\n", err);
+        free(gw);
+        return rc == 1 ? 0 : 2;
     }
-    int code = parse_settings(gw);
+    int code = parse_settings(gw, extras);
     if (code) goto out;
     char host[64] = "", instance[128], uuid[37];
     gethostname(host, sizeof host - 1);
@@ -269,7 +275,7 @@ int main(int argc, char **argv) {
         code = rc == BUS_EINVALID ? 2 : 1;
         goto out;
     }
-    gw_access_log_init(gw->loop, gw->access_log);
+    gw_access_log_init(gw);
     uv_signal_init(gw->loop, &gw->sigterm);
     uv_signal_init(gw->loop, &gw->sigint);
     gw->sigterm.data = gw->sigint.data = gw;
@@ -306,9 +312,11 @@ out:
     bus_apikeys_free(gw->keys);
     for (size_t i = 0; i < gw->ncors; i++) free(gw->cors_origins[i]);
     free(gw->cors_origins);
-    gw_req_pool_free();
-    gw_rate_limit_free();
+    gw_req_pool_free(gw);
+    gw_rate_limit_free(gw);
+    gw_liveness_free(gw);
     bus_config_free(&gw->cfg);
     bus_config_free_extras(extras, X_COUNT);
+    free(gw);
     return code;
 }

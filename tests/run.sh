@@ -5,9 +5,11 @@
 #   tests/run.sh all    unit tests, then private RabbitMQ + Redis, integration and chaos tests, a short fuzz run
 #   tests/run.sh fuzz   every fuzz target for FUZZ_SECONDS (default 60) each
 #
-# Every test program prints "name: N passed, N failed" last; this script adds
-# them up and closes with "total: N passed, N failed". A program that dies
-# without its summary counts as one failure.
+# Every test program prints "name: N passed, N failed, N skipped" last; this
+# script adds them up, lists the skipped tests with their reasons and closes
+# with "total: N passed, N failed, N skipped". A skipped test (SKIP in
+# tests/test.h: it could not run here) is never counted as passed. A program
+# that dies without its summary counts as one failure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-all}
@@ -15,20 +17,26 @@ BUILD=${BUILD:-build}
 export BUS_TEST_BUILD=$BUILD
 passed=0
 failed=0
+skipped=0
 failed_programs=()
+skipped_tests=()
 
 run_program() { # path
-    local prog=$1 out rc line p f
+    local prog=$1 out rc line p f s
     out=$(mktemp)
     echo "== $prog"
     "$prog" 2>&1 | tee "$out"
     rc=${PIPESTATUS[0]}
-    line=$(grep -E '^[^ ]+: [0-9]+ passed, [0-9]+ failed' "$out" | tail -1)
+    line=$(grep -E '^[^ ]+: [0-9]+ passed, [0-9]+ failed(, [0-9]+ skipped)?$' "$out" | tail -1)
     if [ -n "$line" ]; then
         p=$(sed -E 's/.*: ([0-9]+) passed, ([0-9]+) failed.*/\1/' <<<"$line")
         f=$(sed -E 's/.*: ([0-9]+) passed, ([0-9]+) failed.*/\2/' <<<"$line")
+        s=0
+        [[ "$line" =~ ,\ ([0-9]+)\ skipped$ ]] && s=${BASH_REMATCH[1]}
         passed=$((passed + p))
         failed=$((failed + f))
+        skipped=$((skipped + s))
+        while IFS= read -r line; do skipped_tests+=("${line#skip }"); done < <(grep -E '^skip [^ ]+: ' "$out")
         [ "$f" -ne 0 ] || [ "$rc" -ne 0 ] && failed_programs+=("$prog")
         if [ "$f" -eq 0 ] && [ "$rc" -ne 0 ]; then failed=$((failed + 1)); fi
     else
@@ -53,7 +61,7 @@ start_servers() {
     # 37672.. by default; when another run holds them, the next free block of ten
     local base=${BUS_TEST_PORT_BASE:-37670}
     for _ in 1 2 3 4 5 6 7 8; do
-        port_busy $((base + 2)) || port_busy $((base + 3)) || port_busy $((base + 9)) || break
+        port_busy $((base + 2)) || port_busy $((base + 3)) || port_busy $((base + 5)) || port_busy $((base + 9)) || break
         echo "ports $((base + 2))/$((base + 9)) are taken; trying $((base + 12))"
         base=$((base + 10))
     done
@@ -61,6 +69,7 @@ start_servers() {
     export BUS_LOCAL_DIST_PORT=${BUS_TEST_DIST_PORT:-$((base + 3))}
     export BUS_LOCAL_STREAM_PORT=${BUS_TEST_STREAM_PORT:-$((base + 4))}
     export BUS_LOCAL_REDIS_PORT=${BUS_TEST_REDIS_PORT:-$((base + 9))}
+    export BUS_LOCAL_EPMD_PORT=${BUS_TEST_EPMD_PORT:-$((BUS_LOCAL_AMQP_PORT + 3))}   # the broker's own epmd (servers.sh)
     rm -rf "$servers_dir"
     mkdir -p "$servers_dir"
     trap stop_servers EXIT
@@ -126,8 +135,12 @@ fuzz)
     ;;
 esac
 
+if [ ${#skipped_tests[@]} -gt 0 ]; then
+    echo "skipped (not run here, not counted as passed):"
+    for t in "${skipped_tests[@]}"; do echo "  $t"; done
+fi
 if [ ${#failed_programs[@]} -gt 0 ]; then
     echo "failed: ${failed_programs[*]}"
 fi
-echo "total: $passed passed, $failed failed"
+echo "total: $passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]

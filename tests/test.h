@@ -1,6 +1,7 @@
 /* A small test runner in the libuv manner: a test file lists its tests with
  * BUS_TESTS(...), every test runs in a forked child with a time limit, and
- * the program prints one line per test and closes with "N passed, N failed".
+ * the program prints one line per test and closes with
+ * "N passed, N failed, N skipped".
  *
  *   static void test_round_trip(void) { CHECK(x == 1); CHECK_STR(a, "b"); }
  *   BUS_TESTS({"round_trip", test_round_trip, 10})
@@ -8,11 +9,17 @@
  * `./test_x NAME` runs only the tests whose name contains NAME, and
  * BUS_TEST_NOFORK=1 runs them in-process (for gdb or valgrind).
  * A failing CHECK prints file:line and the expression, then exits the child.
+ *
+ * A test that cannot run here (no MongoDB, no IPv6 loopback, a program not
+ * built) says so with SKIP("why") instead of returning: it is then counted
+ * as skipped, never as passed, and its line reads "skip file: name: why".
  */
 #ifndef BUS_TEST_H
 #define BUS_TEST_H
 
+#include <fcntl.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,42 +75,94 @@ typedef struct {
         }                                                                                       \
     } while (0)
 
-static inline int bus__test_run_one(const bus_test_t *t) {
+/* The exit status of a test child that skipped (as in automake). */
+#define BUS_TEST_SKIPPED 77
+enum { BUS__TEST_FAIL, BUS__TEST_PASS, BUS__TEST_SKIP };
+
+/* Where a skipping child writes its reason for the parent (a pipe). */
+static int bus__test_skip_fd = -1;
+
+/* Ends the running test as skipped, with the reason (printf format). In
+ * BUS_TEST_NOFORK mode it ends the whole program, like a failing CHECK. */
+#define SKIP(...) bus__test_skip(__VA_ARGS__)
+__attribute__((noreturn, format(printf, 1, 2), unused)) static void bus__test_skip(const char *fmt, ...) {
+    char why[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    if (bus__test_skip_fd >= 0) {
+        ssize_t w = write(bus__test_skip_fd, why, strlen(why) < 500 ? strlen(why) : 500);
+        (void)w;
+    } else {
+        printf("  skipped: %s\n", why);
+    }
+    fflush(stdout);
+    fflush(stderr);
+    exit(BUS_TEST_SKIPPED);
+}
+
+static inline int bus__test_run_one(const bus_test_t *t, char *why, size_t whylen) {
+    why[0] = '\0';
     if (getenv("BUS_TEST_NOFORK")) {
         t->fn();
-        return 1;
+        return BUS__TEST_PASS;
+    }
+    /* close-on-exec: a program the test starts (a broker, a worker) never
+     * holds it; the reason is shorter than PIPE_BUF, so the child's one write
+     * never blocks and is read whole once the child is gone */
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0) {
+        perror("  pipe");
+        return BUS__TEST_FAIL;
     }
     fflush(stdout);
     fflush(stderr);
     pid_t pid = fork();
     if (pid == 0) {
+        close(fds[0]);
+        bus__test_skip_fd = fds[1];
         alarm((unsigned)(t->timeout_s > 0 ? t->timeout_s : 30));
         t->fn();
         exit(0); /* not _exit: LeakSanitizer checks at exit */
     }
+    close(fds[1]);
     int status = 0;
     waitpid(pid, &status, 0);
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return 1;
+    fcntl(fds[0], F_SETFL, O_NONBLOCK); /* a forked helper may still hold the write end */
+    ssize_t got = read(fds[0], why, whylen - 1);
+    why[got > 0 ? got : 0] = '\0';
+    for (char *p = why; *p; p++)
+        if (*p == '\n') *p = ' '; /* one line per test */
+    close(fds[0]);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return BUS__TEST_PASS;
+    if (WIFEXITED(status) && WEXITSTATUS(status) == BUS_TEST_SKIPPED && got > 0) return BUS__TEST_SKIP;
     if (WIFSIGNALED(status))
         fprintf(stderr, "  killed by signal %d%s\n", WTERMSIG(status),
                 WTERMSIG(status) == SIGALRM ? " (time limit)" : "");
-    return 0;
+    return BUS__TEST_FAIL;
 }
 
 static inline int bus__test_main(const bus_test_t *tests, size_t n, int argc, char **argv, const char *file) {
-    int passed = 0, failed = 0;
+    int passed = 0, failed = 0, skipped = 0;
     setvbuf(stdout, NULL, _IOLBF, 0);
     for (size_t i = 0; i < n; i++) {
         if (argc > 1 && !strstr(tests[i].name, argv[1])) continue;
         struct timespec a, b;
+        char why[512];
         clock_gettime(CLOCK_MONOTONIC, &a);
-        int ok = bus__test_run_one(&tests[i]);
+        int outcome = bus__test_run_one(&tests[i], why, sizeof why);
         clock_gettime(CLOCK_MONOTONIC, &b);
         double ms = (double)(b.tv_sec - a.tv_sec) * 1e3 + (double)(b.tv_nsec - a.tv_nsec) / 1e6;
-        printf("%s %s: %s (%.0f ms)\n", ok ? "ok  " : "FAIL", file, tests[i].name, ms);
-        if (ok) passed++; else failed++;
+        if (outcome == BUS__TEST_SKIP) {
+            printf("skip %s: %s: %s (%.0f ms)\n", file, tests[i].name, why, ms);
+            skipped++;
+            continue;
+        }
+        printf("%s %s: %s (%.0f ms)\n", outcome == BUS__TEST_PASS ? "ok  " : "FAIL", file, tests[i].name, ms);
+        if (outcome == BUS__TEST_PASS) passed++; else failed++;
     }
-    printf("%s: %d passed, %d failed\n", file, passed, failed);
+    printf("%s: %d passed, %d failed, %d skipped\n", file, passed, failed, skipped);
     return failed ? 1 : 0;
 }
 

@@ -1242,9 +1242,14 @@ int bus_conn_declare_exchange(bus_conn_t *c, const char *name, const char *type)
 }
 
 int bus_conn_declare_queue(bus_conn_t *c, const char *name, const bus_queue_options_t *o) {
+    return bus_conn_declare_queue_named(c, name, o, NULL, 0);
+}
+
+int bus_conn_declare_queue_named(bus_conn_t *c, const char *name, const bus_queue_options_t *o, char *name_out,
+                                 size_t name_len) {
     if (!c->amqp) return BUS_EUNAVAILABLE;
     if (out_flush(c) != 0) return BUS_EUNAVAILABLE;
-    amqp_table_entry_t entries[6];
+    amqp_table_entry_t entries[8];
     int n = 0;
     if (o->queue_type && strcmp(o->queue_type, "classic") != 0) {
         entries[n].key = amqp_cstring_bytes("x-queue-type");
@@ -1276,9 +1281,33 @@ int bus_conn_declare_queue(bus_conn_t *c, const char *name, const bus_queue_opti
         entries[n].value.kind = AMQP_FIELD_KIND_I64;
         entries[n++].value.value.i64 = o->max_length_bytes;
     }
+    if (o->max_length > 0) {
+        entries[n].key = amqp_cstring_bytes("x-max-length");
+        entries[n].value.kind = AMQP_FIELD_KIND_I64;
+        entries[n++].value.value.i64 = o->max_length;
+    }
+    if (o->overflow) {
+        entries[n].key = amqp_cstring_bytes("x-overflow");
+        entries[n].value.kind = AMQP_FIELD_KIND_UTF8;
+        entries[n++].value.value.bytes = amqp_cstring_bytes(o->overflow);
+    }
     amqp_table_t args = {n, entries};
-    amqp_queue_declare(c->amqp, CH, amqp_cstring_bytes(name), 0, o->durable, o->exclusive, o->auto_delete, args);
-    return check_rpc(c, name);
+    amqp_queue_declare_ok_t *ok =
+        amqp_queue_declare(c->amqp, CH, amqp_cstring_bytes(name), 0, o->durable, o->exclusive, o->auto_delete, args);
+    int rc = check_rpc(c, *name ? name : "server-named queue");
+    if (rc == 0 && name_out && name_len) {
+        if (!ok || ok->queue.len >= name_len) return BUS_EINTERNAL;
+        memcpy(name_out, ok->queue.bytes, ok->queue.len);
+        name_out[ok->queue.len] = '\0';
+    }
+    return rc;
+}
+
+int bus_conn_set_prefetch(bus_conn_t *c, uint16_t prefetch) {
+    if (!c->amqp) return BUS_EUNAVAILABLE;
+    if (out_flush(c) != 0) return BUS_EUNAVAILABLE;
+    amqp_basic_qos(c->amqp, CH, 0, prefetch, 0);
+    return check_rpc(c, "basic.qos");
 }
 
 int bus_conn_bind(bus_conn_t *c, const char *queue, const char *exchange, const char *key) {

@@ -54,7 +54,7 @@ const char *bus_http_status_text(int status) {
 const char *bus_http_error_code(int status) {
     int err = bus_err_from_status(status);
     if (bus_err_status(err) == status) return bus_err_name(err);
-    /* Statuses outside DESIGN.md's table: the client's fault or ours. */
+    /* Statuses outside the error table of bus/error.h: the client's fault or ours. */
     return (status >= 400 && status < 500) || status == 505 ? "bad_request" : "internal";
 }
 

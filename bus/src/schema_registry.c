@@ -2,7 +2,7 @@
  * one document set so `$ref`s between files resolve, with look-ups of event
  * schemas by type and RPC params/result schemas by service and method.
  *
- * Layout (DESIGN.md "Schemas"):
+ * Layout (docs/ARCHITECTURE.md, "Wire contract": Schemas):
  *   events/<type>.json              schema of the `data` of events of <type>
  *   rpc/<service>.<method>.json     definitions.params / definitions.result
  *   anything else (common.json...)  only a `$ref` target

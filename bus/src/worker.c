@@ -43,7 +43,9 @@ void bus__worker_work_done(bus_worker_t *w) {
     if (w->draining && w->in_flight == 0) shutdown_now(w);
 }
 
-/* (Re)declares the domain's topology and starts consuming. Runs after every connect. */
+/* (Re)declares the domain's topology (its queues, then the extra consumers'
+ * queues), runs the domain's on_up hook, and starts consuming. Runs after
+ * every connect. */
 static void on_up(bus_conn_t *conn, void *data) {
     bus_worker_t *w = data;
     const char *qt = w->cfg.queue_type;
@@ -60,7 +62,10 @@ static void on_up(bus_conn_t *conn, void *data) {
     if (rc == 0) rc = bus_conn_bind(conn, w->q_rpc, BUS_EXCHANGE_RPC, rpc_key);
     for (const bus_subscription_t *s = w->def->subscriptions; rc == 0 && s && s->type; s++)
         rc = bus_conn_bind(conn, w->q_events, BUS_EXCHANGE_EVENTS, s->type);
+    if (rc == 0) rc = bus__worker_consumers_declare(w, conn);
     if (rc != 0) return; /* the connection is being re-established */
+    if (w->def->on_up) w->def->on_up(w, conn);
+    if (!bus_conn_is_up(conn)) return; /* the hook's declarations failed: again on the next connect */
     if (w->draining) return;
     rc = bus_conn_consume_fast(conn, w->q_rpc, 0, bus__worker_on_request, w, w->rpc_tag, sizeof w->rpc_tag);
     if (rc == 0)
@@ -69,6 +74,7 @@ static void on_up(bus_conn_t *conn, void *data) {
     if (rc == 0) {
         w->consuming = 1;
         bus_info(NULL, "consuming %s and %s", w->q_rpc, w->q_events);
+        bus__worker_consumers_start(w, conn);
     }
 }
 
@@ -76,6 +82,7 @@ static void on_down(bus_conn_t *conn, int err, void *data) {
     (void)conn;
     bus_worker_t *w = data;
     w->consuming = 0;
+    bus__worker_consumers_down(w);
     if (w->exit_code == -1) return; /* our own clean close */
     bus_warn(NULL, "broker connection lost (%s); unacked work will be redelivered", bus_err_name(err));
 }
@@ -97,6 +104,7 @@ static void shutdown_now(bus_worker_t *w) {
         bus_rpc_client_free(w->rpc);
         w->rpc = NULL;
     }
+    bus__worker_timers_close(w);
     bus_conn_close(w->conn, on_conn_closed, w);
 }
 
@@ -115,11 +123,13 @@ static void on_signal(uv_signal_t *s, int signum) {
     }
     w->draining = 1;
     bus_info(NULL, "signal %d: draining (%ld in flight, up to %d ms)", signum, w->in_flight, w->cfg.drain_ms);
+    bus__worker_timers_drain(w); /* no new scheduled work */
     if (w->consuming) {
         bus_conn_cancel(w->conn, w->rpc_tag);
         bus_conn_cancel(w->conn, w->events_tag);
         w->consuming = 0;
     }
+    bus__worker_consumers_cancel(w);
     if (w->in_flight == 0) {
         shutdown_now(w);
         return;
@@ -133,6 +143,13 @@ static void close_walk(uv_handle_t *h, void *arg) {
 }
 
 static void on_guard(uv_timer_t *t) { uv_walk(t->loop, close_walk, NULL); }
+
+/* A start that failed after init: close the timers init started, run their close callbacks, free them. */
+static void release_timers(bus_worker_t *w) {
+    bus__worker_timers_close(w);
+    uv_run(w->loop, UV_RUN_NOWAIT);
+    bus__worker_timers_free(w);
+}
 
 int bus__worker_metrics_start(bus_worker_t *w, char *err, size_t errlen);
 void bus__worker_metrics_stop(bus_worker_t *w);
@@ -173,7 +190,8 @@ int bus_worker_main(int argc, char **argv, const bus_worker_def_t *def) {
     w->m_retried = bus_counter("bus_messages_retried_total", "Events sent for a delayed retry", "service", def->service, NULL);
     w->m_rpc_errors = bus_counter("bus_rpc_errors_total", "RPC requests answered with an error", "service", def->service, NULL);
     w->m_rpc_seconds = bus_histogram("bus_rpc_handler_seconds", "Time from request delivery to reply", "service", def->service, NULL);
-    w->m_in_flight = bus_gauge("bus_in_flight", "Requests and events being handled", "service", def->service, NULL);
+    w->m_in_flight = bus_gauge("bus_in_flight", "Requests, events, deliveries and domain work in flight", "service",
+                               def->service, NULL);
 
     const char *vr = getenv("BUS_VALIDATE_REPLIES");
     w->validate_replies = vr && strcmp(vr, "1") == 0;
@@ -185,9 +203,12 @@ int bus_worker_main(int argc, char **argv, const bus_worker_def_t *def) {
         bus_config_free(&w->cfg);
         return 2;
     }
-    int irc = def->init ? def->init(w, err, sizeof err) : 0;
+    int irc = bus__worker_consumers_init(w, err, sizeof err);
+    if (irc == 0 && def->init) irc = def->init(w, err, sizeof err);
     if (irc != 0) {
         fprintf(stderr, "%s: %s\n", program, err);
+        release_timers(w);
+        bus__worker_consumers_free(w);
         bus__schema_registry_close(w->schemas);
         bus_config_free(&w->cfg);
         return irc == BUS_EBAD_REQUEST ? 2 : 1;
@@ -197,6 +218,8 @@ int bus_worker_main(int argc, char **argv, const bus_worker_def_t *def) {
     if (bus_conn_new(w->loop, &co, &w->conn, err, sizeof err) != 0) {
         fprintf(stderr, "%s: %s\n", program, err);
         if (def->fini) def->fini(w);
+        release_timers(w);
+        bus__worker_consumers_free(w);
         bus__schema_registry_close(w->schemas);
         bus_config_free(&w->cfg);
         return 2;
@@ -236,6 +259,8 @@ int bus_worker_main(int argc, char **argv, const bus_worker_def_t *def) {
     uv_run(w->loop, UV_RUN_DEFAULT);
     if (!uv_is_closing((uv_handle_t *)&guard)) uv_close((uv_handle_t *)&guard, NULL);
     uv_run(w->loop, UV_RUN_DEFAULT);
+    bus__worker_timers_free(w);
+    bus__worker_consumers_free(w);
     uv_loop_close(w->loop);
     bus__schema_registry_close(w->schemas);
     bus_info(NULL, "stopped");

@@ -1,4 +1,5 @@
-/* Internal state shared by worker.c, worker_rpc.c and worker_events.c. */
+/* Internal state shared by worker.c, worker_rpc.c, worker_events.c,
+ * worker_timer.c and worker_consumers.c. */
 #ifndef BUS_WORKER_INTERNAL_H
 #define BUS_WORKER_INTERNAL_H
 
@@ -6,6 +7,7 @@
 #include "bus/worker.h"
 
 struct bus_http_server;
+struct bus__consumer;
 
 struct bus_worker {
     const bus_worker_def_t *def;
@@ -29,6 +31,10 @@ struct bus_worker {
     int exit_code;
     int validate_replies; /* BUS_VALIDATE_REPLIES=1: check results against their schema (tests) */
 
+    struct bus_worker_timer *timers;   /* worker_timer.c: every timer not yet freed */
+    struct bus__consumer *consumers;   /* worker_consumers.c: one per def->consumers entry */
+    size_t nconsumers;
+
     bus_counter_t *m_consumed, *m_acked, *m_nacked, *m_dead, *m_retried, *m_rpc_errors;
     bus_histogram_t *m_rpc_seconds;
     bus_gauge_t *m_in_flight;
@@ -44,5 +50,26 @@ void bus__worker_dead_letter(bus_worker_t *w, bus_msg_t *msg, const char *reason
 /* worker.c: one unit of work finished (for the drain). */
 void bus__worker_work_done(bus_worker_t *w);
 void bus__worker_work_started(bus_worker_t *w);
+
+/* worker_timer.c */
+/* The drain began: timers started so far stop firing. */
+void bus__worker_timers_drain(bus_worker_t *w);
+/* Shutting down: every timer's handle is closed (the close callbacks run on a later loop turn). */
+void bus__worker_timers_close(bus_worker_t *w);
+/* After the last loop run: frees every timer left (their owners' handles end with fini). */
+void bus__worker_timers_free(bus_worker_t *w);
+
+/* worker_consumers.c */
+/* Checks def->consumers and allocates their state; 0, BUS_EBAD_REQUEST or BUS_EINTERNAL (err says why). */
+int bus__worker_consumers_init(bus_worker_t *w, char *err, size_t errlen);
+/* Declares and binds their queues (on_up). 0 or BUS_EUNAVAILABLE. */
+int bus__worker_consumers_declare(bus_worker_t *w, bus_conn_t *conn);
+/* Starts consuming them (on_up, not while draining). 0 or an error. */
+int bus__worker_consumers_start(bus_worker_t *w, bus_conn_t *conn);
+/* Cancels them (the drain). */
+void bus__worker_consumers_cancel(bus_worker_t *w);
+/* The connection was lost: their consumers are gone. */
+void bus__worker_consumers_down(bus_worker_t *w);
+void bus__worker_consumers_free(bus_worker_t *w);
 
 #endif

@@ -1,5 +1,7 @@
 /* The worker's RPC side: decode a request, dispatch it to its method,
- * publish the reply, ack after the reply is confirmed. See bus/worker.h. */
+ * publish the reply (unconfirmed: the reply is the caller's confirmation),
+ * and ack the request right after it, in the same socket write. See
+ * bus/worker.h. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>

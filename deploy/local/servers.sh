@@ -6,8 +6,14 @@
 #   deploy/local/servers.sh env   [DIR]   print the BUS_* variables that point at them
 #
 # Ports are loopback-only and overridable: BUS_LOCAL_AMQP_PORT (default 5672),
-# BUS_LOCAL_DIST_PORT (25672), BUS_LOCAL_STREAM_PORT (5552), BUS_LOCAL_REDIS_PORT (6379).
+# BUS_LOCAL_DIST_PORT (25672), BUS_LOCAL_STREAM_PORT (5552), BUS_LOCAL_REDIS_PORT (6379),
+# BUS_LOCAL_EPMD_PORT (the AMQP port + 3: the broker's own epmd, never the shared 4369).
 # This never touches a system service: every file lives below DIR.
+#
+# It signals only processes it started and recorded below DIR (pid files of
+# the broker, its epmd and Redis, each checked against the process's command
+# line before any signal), never a process found by name: another broker,
+# epmd or Redis on this machine is left alone, even one on our ports.
 set -euo pipefail
 
 cmd=${1:-}
@@ -18,7 +24,18 @@ amqp_port=${BUS_LOCAL_AMQP_PORT:-5672}
 dist_port=${BUS_LOCAL_DIST_PORT:-25672}
 stream_port=${BUS_LOCAL_STREAM_PORT:-5552}
 redis_port=${BUS_LOCAL_REDIS_PORT:-6379}
+epmd_port=${BUS_LOCAL_EPMD_PORT:-$((amqp_port + 3))}
 node="bus${amqp_port}@localhost"
+
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# true when process $1 is alive and its command line contains every other argument
+pid_runs() {
+    local pid=$1 cmd want
+    shift
+    [ -n "$pid" ] || return 1
+    { cmd=$(tr '\0' ' ' < "/proc/$pid/cmdline"); } 2>/dev/null || return 1
+    for want in "$@"; do [[ "$cmd" == *"$want"* ]] || return 1; done
+}
 
 rabbit_env() {
     export HOME="$dir/rabbitmq"
@@ -32,6 +49,11 @@ rabbit_env() {
     export RABBITMQ_ENABLED_PLUGINS_FILE="$dir/rabbitmq/enabled_plugins"
     export RABBITMQ_PID_FILE="$dir/rabbitmq/rabbitmq.pid"
     export ERL_EPMD_ADDRESS=127.0.0.1
+    # the node and rabbitmqctl find each other through our own epmd, and no
+    # Erlang program started from here starts an epmd of its own (rabbitmqctl
+    # would, as a daemon nobody stops, when ours is not running)
+    export ERL_EPMD_PORT="$epmd_port"
+    export ERL_FLAGS="-start_epmd false"
     # This broker shares its cores with the platform's own processes (and with
     # wrk in `make bench`): Erlang's default binds each scheduler thread to one
     # core, so a scheduler whose core is busy waits even when the other core
@@ -61,17 +83,54 @@ CONF
 
 amqp_answers() { (exec 3<>"/dev/tcp/127.0.0.1/$amqp_port") 2>/dev/null; }
 
+# The broker's epmd: started here, on a port of its own, before the node
+# (which then registers with it instead of starting one on 4369); its pid
+# is recorded so that stop ends this one and nothing else.
+epmd_pid_file() { echo "$dir/rabbitmq/epmd.pid"; }
+our_epmd() { pid_runs "$(cat "$(epmd_pid_file)" 2>/dev/null)" epmd "-port $epmd_port "; }
+
+start_epmd() {
+    mkdir -p "$dir/rabbitmq/log"
+    our_epmd && return 0
+    rm -f "$(epmd_pid_file)"
+    if port_busy "$epmd_port"; then
+        # not ours (another program, or an epmd someone else runs there): the
+        # node uses it, and stop leaves it alone
+        echo "port $epmd_port already answers (not an epmd started here): the broker registers there; stop will leave it running"
+        return 0
+    fi
+    setsid epmd -port "$epmd_port" -address 127.0.0.1 > "$dir/rabbitmq/log/epmd.log" 2>&1 < /dev/null &
+    echo $! > "$(epmd_pid_file)"
+    for _ in $(seq 1 50); do
+        port_busy "$epmd_port" && return 0
+        sleep 0.1
+    done
+    echo "epmd did not start on port $epmd_port; see $dir/rabbitmq/log/epmd.log" >&2
+    return 1
+}
+
+stop_epmd() {
+    local pid
+    pid=$(cat "$(epmd_pid_file)" 2>/dev/null) || return 0
+    if our_epmd; then
+        kill -TERM "$pid" 2>/dev/null || true
+        for _ in $(seq 1 20); do pid_runs "$pid" epmd || break; sleep 0.1; done
+    fi
+    rm -f "$(epmd_pid_file)"
+}
+
 start_rabbit() {
     rabbit_env
-    if [ -f "$RABBITMQ_PID_FILE" ] && kill -0 "$(cat "$RABBITMQ_PID_FILE")" 2>/dev/null; then
-        echo "rabbitmq already running (pid $(cat "$RABBITMQ_PID_FILE"))"; return 0
+    if [ -n "$(beam_pids)" ]; then
+        echo "rabbitmq already running (pid $(beam_pids))"; return 0
     fi
     write_rabbit_config
+    start_epmd
     setsid /usr/lib/rabbitmq/bin/rabbitmq-server > "$dir/rabbitmq/log/console.log" 2>&1 < /dev/null &
     echo $! > "$dir/rabbitmq/launcher.pid"
     for _ in $(seq 1 120); do
         if /usr/lib/rabbitmq/bin/rabbitmqctl -q -n "$node" await_startup --timeout 1 >/dev/null 2>&1; then
-            echo "rabbitmq up on 127.0.0.1:$amqp_port (node $node, dir $dir/rabbitmq)"; return 0
+            echo "rabbitmq up on 127.0.0.1:$amqp_port (node $node, epmd port $epmd_port, dir $dir/rabbitmq)"; return 0
         fi
         sleep 0.5
     done
@@ -80,17 +139,27 @@ start_rabbit() {
     return 1
 }
 
-beam_pids() { pgrep -f -- "-home $dir/rabbitmq " || true; }
+# The broker's Erlang VM: the pid it wrote into RABBITMQ_PID_FILE, when
+# that process is still this broker (its -home is our directory); before
+# that file exists (the first seconds of a start), the VM that runs with
+# our directory as its home.
+beam_pids() {
+    local pid
+    pid=$(cat "$dir/rabbitmq/rabbitmq.pid" 2>/dev/null) || pid=
+    if pid_runs "$pid" "-home $dir/rabbitmq "; then echo "$pid"; return 0; fi
+    pgrep -f -- "-home $dir/rabbitmq " || true
+}
 
 stop_rabbit() {
     rabbit_env
-    /usr/lib/rabbitmq/bin/rabbitmqctl -q -n "$node" stop >/dev/null 2>&1 || true
+    if [ -n "$(beam_pids)" ]; then
+        /usr/lib/rabbitmq/bin/rabbitmqctl -q -n "$node" stop >/dev/null 2>&1 || true
+    fi
     for _ in $(seq 1 40); do [ -z "$(beam_pids)" ] && break; sleep 0.25; done
     local pids; pids=$(beam_pids)
     [ -n "$pids" ] && kill -9 $pids 2>/dev/null || true
-    rm -f "$dir/rabbitmq/launcher.pid"
-    # epmd is started by the node; stop it when no Erlang node is left on this machine
-    pgrep -x beam.smp >/dev/null || pkill -x epmd 2>/dev/null || true
+    rm -f "$dir/rabbitmq/launcher.pid" "$dir/rabbitmq/rabbitmq.pid"
+    stop_epmd
 }
 
 pause_rabbit() {  # the broker hangs: it reads and answers nothing (chaos tests)
@@ -110,8 +179,12 @@ kill_rabbit() {  # the broker dies at once, as on a crash (chaos tests)
 
 start_redis() {
     mkdir -p "$dir/redis"
-    if [ -f "$dir/redis/redis.pid" ] && kill -0 "$(cat "$dir/redis/redis.pid")" 2>/dev/null; then
+    if pid_runs "$(cat "$dir/redis/redis.pid" 2>/dev/null)" redis-server "127.0.0.1:$redis_port "; then
         echo "redis already running"; return 0
+    fi
+    if port_busy "$redis_port"; then
+        echo "port $redis_port is taken by a program this script did not start; pick another: BUS_LOCAL_REDIS_PORT=..." >&2
+        return 1
     fi
     redis-server --bind 127.0.0.1 --port "$redis_port" --dir "$dir/redis" \
         --pidfile "$dir/redis/redis.pid" --logfile "$dir/redis/redis.log" \
@@ -125,8 +198,14 @@ start_redis() {
     echo "redis did not start; see $dir/redis/redis.log" >&2; return 1
 }
 
+# Ours only: the pid in our pid file, still a redis-server on our port.
 stop_redis() {
-    redis-cli -p "$redis_port" shutdown nosave >/dev/null 2>&1 || true
+    local pid
+    pid=$(cat "$dir/redis/redis.pid" 2>/dev/null) || pid=
+    if pid_runs "$pid" redis-server "127.0.0.1:$redis_port "; then
+        kill -TERM "$pid" 2>/dev/null || true
+        for _ in $(seq 1 50); do pid_runs "$pid" redis-server || break; sleep 0.1; done
+    fi
     rm -f "$dir/redis/redis.pid"
 }
 
@@ -135,6 +214,7 @@ print_env() {
     echo "export BUS_REDIS_URL=redis://127.0.0.1:$redis_port/0"
     echo "export BUS_LOCAL_DIR=$dir"
     echo "export BUS_RABBIT_NODE=$node"
+    echo "export BUS_LOCAL_EPMD_PORT=$epmd_port"
 }
 
 case "$cmd" in

@@ -88,15 +88,12 @@ static void sleep_loop(int ms) {
     uv_run(loop, UV_RUN_NOWAIT);
 }
 
-static int setup(void) {
+/* Skips the test when there is no Redis to talk to. */
+static void setup(void) {
     loop = uv_default_loop();
     url = getenv("BUS_REDIS_URL");
     snprintf(pfx, sizeof pfx, "bustest:%ld:", (long)getpid());
-    if (!url || !*url) {
-        printf("SKIP redis: BUS_REDIS_URL not set\n");
-        return 0;
-    }
-    return 1;
+    if (!url || !*url) SKIP("BUS_REDIS_URL is not set (no Redis)");
 }
 
 static bus_redis_t *open_redis(const bus_redis_opts_t *o) {
@@ -124,7 +121,7 @@ static const char *K(const char *k) {
 }
 
 static void t_helpers(void) {
-    if (!setup()) return;
+    setup();
     bus_redis_t *rd = open_redis(NULL);
     res_t r = {0};
     /* set/get/del with binary-safe values */
@@ -218,7 +215,7 @@ static void t_helpers(void) {
 
 /* 2000 commands issued in one go are pipelined; replies in order. */
 static void t_pipeline(void) {
-    if (!setup()) return;
+    setup();
     bus_redis_t *rd = open_redis(NULL);
     enum { N = 2000 };
     static res_t r[N];
@@ -243,7 +240,7 @@ static void t_pipeline(void) {
 /* CLIENT PAUSE makes commands slow: they time out after timeout_ms, and the
  * connection is usable once the pause ends. */
 static void t_timeout(void) {
-    if (!setup()) return;
+    setup();
     bus_redis_opts_t o = {.timeout_ms = 150, .stall_ms = 5000};
     bus_redis_t *rd = open_redis(&o);
     bus_redis_t *other = open_redis(NULL);
@@ -286,7 +283,7 @@ static void on_state(int up, void *d) {
 }
 
 static void t_stall(void) {
-    if (!setup()) return;
+    setup();
     bus_redis_opts_t o = {.timeout_ms = 100, .stall_ms = 300, .backoff_min_ms = 20, .backoff_max_ms = 100,
                           .on_state = on_state};
     ups = downs = 0;
@@ -343,7 +340,7 @@ static void t_unreachable(void) {
 
 /* Pending commands are answered with unavailable when the client closes. */
 static void t_close_pending(void) {
-    if (!setup()) return;
+    setup();
     bus_redis_t *rd = open_redis(NULL);
     res_t r[5];
     memset(r, 0, sizeof r);
@@ -360,12 +357,11 @@ static void t_close_pending(void) {
 
 /* Redis stopped: fast unavailable; Redis back: the same client reconnects. */
 static void t_outage(void) {
-    if (!setup()) return;
+    setup();
     const char *dir = getenv("BUS_LOCAL_DIR"), *port = getenv("BUS_LOCAL_REDIS_PORT");
-    if (!dir || !port || access("deploy/local/servers.sh", X_OK) != 0) {
-        printf("SKIP redis restart: BUS_LOCAL_DIR/BUS_LOCAL_REDIS_PORT not set (or not run from the repository root)\n");
-        return;
-    }
+    if (!dir || !port || access("deploy/local/servers.sh", X_OK) != 0)
+        SKIP("BUS_LOCAL_DIR/BUS_LOCAL_REDIS_PORT not set, or not run from the repository root (no private Redis "
+             "to stop and start)");
     ups = downs = 0;
     bus_redis_opts_t o = {.backoff_min_ms = 50, .backoff_max_ms = 400, .on_state = on_state};
     bus_redis_t *rd = open_redis(&o);
@@ -399,7 +395,7 @@ static void t_outage(void) {
  * write is partial, the rest goes out as the socket drains (the write
  * interest path), and the commands queued behind it are answered in order. */
 static void t_large(void) {
-    if (!setup()) return;
+    setup();
     bus_redis_opts_t o = {.timeout_ms = 10000};
     bus_redis_t *rd = open_redis(&o);
     size_t n = (size_t)32 << 20;

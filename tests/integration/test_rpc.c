@@ -76,7 +76,7 @@ static void test_large_body_round_trip(void) {
     bt_kill(w, SIGKILL);
 }
 
-/* What a bot with any AMQP client does (DESIGN.md "RPC on the wire"):
+/* What a bot with any AMQP client does (docs/ARCHITECTURE.md, "Wire contract": RPC on the wire):
  * publish to bus.rpc with routing key <service>.<method>, or straight to the
  * queue rpc.<service> through the default exchange with the method in
  * `type` (the path libbus's own client takes). A default-exchange request
@@ -427,20 +427,62 @@ static void test_invalid_params_never_reach_handler(void) {
     bt_kill(w, SIGKILL);
 }
 
-/* BUS_QUEUE_TYPE=quorum: the same worker on quorum queues (for clusters). */
+/* The type the broker reports for each of the named queues, from
+ * `rabbitmqctl list_queues name type` (servers.sh ctl): a passive declare
+ * cannot tell it. types[i] gets "" for a queue the broker does not list. */
+static void broker_queue_types(const char *const *names, size_t n, char types[][32]) {
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "deploy/local/servers.sh ctl '%s' -q list_queues name type 2>&1",
+             getenv("BUS_LOCAL_DIR"));
+    for (size_t i = 0; i < n; i++) types[i][0] = '\0';
+    FILE *p = popen(cmd, "r");
+    CHECK(p != NULL);
+    char line[512];
+    while (fgets(line, sizeof line, p)) {
+        char name[256], type[32];
+        if (sscanf(line, "%255s %31s", name, type) != 2) continue;
+        for (size_t i = 0; i < n; i++)
+            if (strcmp(name, names[i]) == 0) snprintf(types[i], sizeof types[i], "%s", type);
+    }
+    CHECK_INT(pclose(p), 0);
+}
+
+/* BUS_QUEUE_TYPE=quorum: the same worker on quorum queues (for clusters),
+ * and the broker says they are quorum queues. Each run starts from no
+ * queues, so what the broker reports is what this worker declared. */
 static void test_quorum_queues(void) {
+    if (!getenv("BUS_LOCAL_DIR") || access("deploy/local/servers.sh", X_OK) != 0)
+        SKIP("BUS_LOCAL_DIR is not set, or not run from the repository root (no rabbitmqctl to ask the broker "
+             "for the queue type)");
     static const bus_worker_def_t quorum = {.service = "testquorum", .summary = "test worker", .methods = methods};
+    static const char *const queues[] = {"rpc.testquorum", "events.testquorum", "retry.testquorum",
+                                         "dead.testquorum"};
+    enum { NQ = sizeof queues / sizeof queues[0] };
+    bt_client_t c;
+    bt_client_open(&c);
+    for (size_t i = 0; i < NQ; i++) bt_delete_queue(&c, queues[i]);
     const char *env[] = {"BUS_QUEUE_TYPE=quorum", NULL};
     pid_t w = bt_spawn_worker(&quorum, env);
     CHECK(bt_wait_ping("testquorum", 20000) == 0);
-    bt_client_t c;
-    bt_client_open(&c);
     char *reply = NULL;
     CHECK_INT(bt_call(&c, "testquorum", "echo", "{\"q\":1}", 3000, &reply), 0);
     CHECK_STR(reply, "{\"success\":true,\"data\":{\"q\":1}}");
     free(reply);
+    char types[NQ][32];
+    broker_queue_types(queues, NQ, types);
+    for (size_t i = 0; i < NQ; i++) {
+        if (strcmp(types[i], "quorum") != 0) fprintf(stderr, "  %s: type \"%s\"\n", queues[i], types[i]);
+        CHECK_STR(types[i], "quorum");
+    }
+    /* and the default stays classic: the same question about testrpc's queue */
+    pid_t w2 = start_worker(NULL);
+    static const char *const classic[] = {"rpc.testrpc"};
+    char ctypes[1][32];
+    broker_queue_types(classic, 1, ctypes);
+    CHECK_STR(ctypes[0], "classic");
     bt_client_close(&c);
     bt_kill(w, SIGKILL);
+    bt_kill(w2, SIGKILL);
 }
 
 BUS_TESTS({"quorum_queues", test_quorum_queues, 40},

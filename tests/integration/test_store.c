@@ -2,7 +2,7 @@
  *
  * SQLite always (files under $BUS_TEST_TMPDIR or a mkdtemp dir); MongoDB
  * when BUS_TEST_MONGO_URI is set (each test uses its own collection names),
- * else every *_mongodb test prints "SKIP mongodb: BUS_TEST_MONGO_URI not set".
+ * else every *_mongodb test is skipped (SKIP: counted as skipped, not passed).
  */
 #include <stdint.h>
 #include <sys/stat.h>
@@ -97,21 +97,17 @@ static const char *tmpdir(void) {
     return tmp_dir;
 }
 
-/* Sets `url` for the backend; 0 when the backend is not available. */
-static int use_backend(const char *backend) {
+/* Sets `url` for the backend; skips the test when it is not available. */
+static void use_backend(const char *backend) {
     loop = uv_default_loop();
     snprintf(sfx, sizeof sfx, "_%ld_%ld", (long)getpid(), (long)time(NULL) % 100000);
     if (strcmp(backend, "sqlite") == 0) {
         snprintf(url, sizeof url, "sqlite:%s/t%s.db", tmpdir(), sfx);
-        return 1;
+        return;
     }
     const char *m = getenv("BUS_TEST_MONGO_URI");
-    if (!m || !*m) {
-        printf("SKIP mongodb: BUS_TEST_MONGO_URI not set\n");
-        return 0;
-    }
+    if (!m || !*m) SKIP("BUS_TEST_MONGO_URI is not set (no MongoDB to run the store's contract against)");
     snprintf(url, sizeof url, "%s", m);
-    return 1;
 }
 
 static const char *C(const char *name) {
@@ -182,7 +178,7 @@ static const char *sof(const cJSON *d, const char *k) {
 /* ---- contract tests, each taking the backend name --------------------- */
 
 static void t_crud(const char *be) {
-    if (!use_backend(be)) return;
+    use_backend(be);
     bus_store_t *s = open_store();
     const char *coll = C("players");
     declare(s, coll, NULL, NULL);
@@ -286,7 +282,7 @@ static void t_crud(const char *be) {
 }
 
 static void t_unique(const char *be) {
-    if (!use_backend(be)) return;
+    use_backend(be);
     bus_store_t *s = open_store();
     const char *coll = C("alliances");
     const char *idx[] = {"state", NULL};
@@ -366,7 +362,7 @@ static void mutate_between(bus_store_t *s, int page) {
 }
 
 static void t_find(const char *be) {
-    if (!use_backend(be)) return;
+    use_backend(be);
     bus_store_t *s = open_store();
     const char *coll = g_coll = C("members");
     const char *idx[] = {"state", "state,score", "profile.lang", NULL};
@@ -494,7 +490,7 @@ static void t_find(const char *be) {
 }
 
 static void t_claim_inproc(const char *be) {
-    if (!use_backend(be)) return;
+    use_backend(be);
     bus_store_t *s = open_store();
     const char *coll = C("jobs");
     const char *idx[] = {"state,due", NULL};
@@ -567,7 +563,7 @@ static void claimer(const char *coll, int fd, int who, int go) {
 }
 
 static void t_claim_procs(const char *be) {
-    if (!use_backend(be)) return;
+    use_backend(be);
     enum { N = 300 };
     const char *coll = C("work");
     {
@@ -638,7 +634,7 @@ static void t_claim_procs(const char *be) {
  * succeeds or fails by itself, a failed batch leaves nothing behind, and no
  * write is lost. */
 static void t_many_writes(const char *be) {
-    if (!use_backend(be)) return;
+    use_backend(be);
     bus_store_t *s = open_store();
     const char *coll = C("many");
     declare(s, coll, NULL, NULL);
@@ -708,7 +704,7 @@ static void t_many_writes(const char *be) {
 /* Transfer leadership: two memberships and the alliance change together,
  * with the processed marker of the request, all or nothing. */
 static void t_batch(const char *be) {
-    if (!use_backend(be)) return;
+    use_backend(be);
     bus_store_t *s = open_store();
     const char *al = C("alliance"), *mem = C("membership");
     declare(s, al, NULL, NULL);
@@ -841,7 +837,7 @@ static int closed_flag;
 static void on_closed(void *d) { *(int *)d = 1; }
 
 static void t_restart(const char *be) {
-    if (!use_backend(be)) return;
+    use_backend(be);
     const char *coll = C("durable");
     bus_store_t *s = open_store();
     declare(s, coll, NULL, NULL);

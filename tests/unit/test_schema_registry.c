@@ -309,7 +309,7 @@ static void test_cli(void) {
 static void test_repo_schemas(void) {
     /* whatever is in the repository's schemas/ must load */
     struct stat st;
-    if (stat("schemas", &st) != 0) return;
+    if (stat("schemas", &st) != 0) SKIP("no schemas/ directory here (run from the repository root)");
     bus_schema_registry_t *r = NULL;
     char err[512];
     int rc = bus_schema_registry_load("schemas", &r, err, sizeof err);

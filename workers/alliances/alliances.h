@@ -35,7 +35,7 @@ typedef struct al_state {
     bus_worker_t *w;
     bus_store_t *store;
     bus_op_engine_t *engine; /* runs every request and event (bus/op.h) */
-    uv_timer_t *prune_timer; /* hourly: forget request/event markers older than BUS_MARKER_TTL_H */
+    bus_worker_timer_t *prune_timer; /* hourly: forget request/event markers older than BUS_MARKER_TTL_H */
     int64_t marker_ttl_ms;
 } al_state_t;
 

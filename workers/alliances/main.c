@@ -47,14 +47,18 @@ static const bus_op_engine_options_t engine_options = {
 };
 
 static void on_pruned(int status, int64_t count, void *data) {
-    (void)data;
+    al_state_t *st = data;
+    bus_worker_work_end(st->w);
     if (status == 0 && count > 0) bus_info(NULL, "forgot %lld old request/event markers", (long long)count);
     if (status != 0) bus_warn(NULL, "pruning markers failed: %d", status);
 }
 
-static void on_prune_timer(uv_timer_t *t) {
-    al_state_t *st = t->data;
-    bus_store_processed_prune(st->store, st->marker_ttl_ms, on_pruned, NULL);
+/* The drain waits for a prune in progress. */
+static void on_prune_timer(bus_worker_timer_t *t, void *data) {
+    (void)t;
+    al_state_t *st = data;
+    bus_worker_work_begin(st->w);
+    if (bus_store_processed_prune(st->store, st->marker_ttl_ms, on_pruned, st) != 0) bus_worker_work_end(st->w);
 }
 
 static int al_init(bus_worker_t *w, char *err, size_t errlen) {
@@ -84,13 +88,7 @@ static int al_init(bus_worker_t *w, char *err, size_t errlen) {
         free(st);
         return rc;
     }
-    st->prune_timer = malloc(sizeof *st->prune_timer);
-    if (st->prune_timer) {
-        uv_timer_init(bus_worker_loop(w), st->prune_timer);
-        st->prune_timer->data = st;
-        uv_timer_start(st->prune_timer, on_prune_timer, 60 * 1000, 3600 * 1000);
-        uv_unref((uv_handle_t *)st->prune_timer);
-    }
+    bus_worker_timer_start(w, 60 * 1000, 3600 * 1000, on_prune_timer, st, &st->prune_timer);
     bus_worker_set_state(w, st);
     return 0;
 }
@@ -98,7 +96,7 @@ static int al_init(bus_worker_t *w, char *err, size_t errlen) {
 static void al_fini(bus_worker_t *w) {
     al_state_t *st = bus_worker_state(w);
     if (!st) return;
-    if (st->prune_timer) uv_close((uv_handle_t *)st->prune_timer, (uv_close_cb)free);
+    if (st->prune_timer) bus_worker_timer_stop(st->prune_timer);
     bus_op_engine_free(st->engine);
     bus_store_close(st->store, NULL, NULL); /* freed once its last callback ran */
     bus_worker_set_state(w, NULL);

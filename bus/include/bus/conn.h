@@ -153,8 +153,20 @@ typedef struct bus_queue_options {
     const char *dead_letter_key;     /* x-dead-letter-routing-key */
     const char *max_age;             /* streams: x-max-age, e.g. "7D" */
     int64_t max_length_bytes;        /* x-max-length-bytes */
+    int64_t max_length;              /* x-max-length (messages) */
+    const char *overflow;            /* x-overflow: "drop-head" (the broker's default), "reject-publish" (a
+                                        publish to a full queue is nacked: BUS_EUNAVAILABLE), "reject-publish-dlx" */
 } bus_queue_options_t;
 int bus_conn_declare_queue(bus_conn_t *conn, const char *name, const bus_queue_options_t *opts);
+/* The same, writing the queue's name into name_out: the broker's choice
+ * when name is "" (server-named). BUS_EINTERNAL when it does not fit. */
+int bus_conn_declare_queue_named(bus_conn_t *conn, const char *name, const bus_queue_options_t *opts, char *name_out,
+                                 size_t name_len);
+/* basic.qos on channel 1: the most unacked deliveries of each consumer
+ * started on it afterwards (RabbitMQ's per-consumer prefetch; consumers
+ * already started keep theirs; 0 = unlimited). A stream consumer needs one.
+ * Synchronous, for on_up. 0 or BUS_EUNAVAILABLE. */
+int bus_conn_set_prefetch(bus_conn_t *conn, uint16_t prefetch);
 int bus_conn_bind(bus_conn_t *conn, const char *queue, const char *exchange, const char *key);
 /* Starts a consumer; the callback gets every delivery. `args` may carry
  * stream offsets (x-stream-offset), NULL otherwise. The consumer tag is

@@ -1,4 +1,4 @@
-/* CloudEvents 1.0 envelopes (DESIGN.md "Envelope").
+/* CloudEvents 1.0 envelopes (docs/ARCHITECTURE.md, "Wire contract": Envelope).
  *
  * Structured mode: the AMQP body is the whole event as JSON
  * (content type application/cloudevents+json). Binary mode: the body is the

@@ -1,4 +1,4 @@
-/* The platform's error model (DESIGN.md "RPC replies and errors").
+/* The platform's error model (docs/ARCHITECTURE.md, "Wire contract": Replies and errors).
  *
  * Every libbus function that can fail returns an int: 0 on success or one of
  * the negative BUS_E* codes below. Each code has a wire name ("not_found")

@@ -19,7 +19,7 @@
  * the body is read), a read timeout for requests that do not arrive in full
  * (408) and an idle keep-alive timeout (quiet close); "Expect: 100-continue";
  * errors it detects itself (400 malformed, 505 HTTP version) are answered
- * with the platform's JSON error body (DESIGN.md) followed by a close.
+ * with the platform's JSON error body (bus/error.h) followed by a close.
  *
  * Threading: a server and its requests belong to the loop thread. Every
  * function here must be called on that thread. Answer from another thread by
@@ -55,7 +55,7 @@ typedef struct bus_http_req bus_http_req_t;
 typedef void (*bus_http_handler_fn)(bus_http_req_t *req, void *data);
 
 /* Formats the body of an error response the server answers itself (and of
- * bus_http_respond_error()). `code` is the DESIGN.md wire name
+ * bus_http_respond_error()). `code` is the wire name of bus/error.h
  * ("bad_request"), `message` a human sentence. Write at most `cap` bytes to
  * `buf` and return the length; return 0 to use the default body
  *   {"success":false,"error":CODE,"message":MSG,"status_code":STATUS}
@@ -180,7 +180,7 @@ int bus_http_stream_end(bus_http_req_t *req);
 
 /* "Not Found" for 404; "Unknown" for codes it does not know. Static. */
 const char *bus_http_status_text(int status);
-/* DESIGN.md wire code for an HTTP status: "not_found" for 404; other 4xx ->
+/* The wire code (bus/error.h) for an HTTP status: "not_found" for 404; other 4xx ->
  * "bad_request", other statuses -> "internal". Static. */
 const char *bus_http_error_code(int status);
 /* Writes the default JSON error body into buf (NUL-terminated when cap > 0,

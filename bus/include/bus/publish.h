@@ -1,4 +1,4 @@
-/* Publishing events onto bus.events (DESIGN.md "Envelope"): structured-mode
+/* Publishing events onto bus.events (docs/ARCHITECTURE.md, "Wire contract": Envelope): structured-mode
  * CloudEvents, persistent, with publisher confirms, AMQP properties mirroring
  * the envelope (content_type application/cloudevents+json, message_id = id,
  * correlation_id, timestamp, type). Used by workers, busctl and the edge.

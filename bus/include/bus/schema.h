@@ -1,5 +1,5 @@
 /* JSON Schema draft-07: compiled schemas, a registry loaded from schemas/,
- * validation with errors people can act on (DESIGN.md "Schemas").
+ * validation with errors people can act on (docs/ARCHITECTURE.md, "Wire contract": Schemas).
  *
  * Compile once, validate many times. A schema document is parsed (cJSON),
  * checked against the draft-07 rules for keyword values, and compiled into a

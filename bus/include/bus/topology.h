@@ -1,4 +1,4 @@
-/* The names every part of the platform shares (DESIGN.md "Topology").
+/* The names every part of the platform shares (docs/ARCHITECTURE.md, "Wire contract": Topology).
  *
  *   bus.events   topic exchange, routing key = event type
  *   bus.rpc      topic exchange, routing key = <service>.<method>
