@@ -79,6 +79,7 @@ static void test_sigkill_during_a_burst(void) {
     bt_client_t c;
     bt_client_open(&c);
     bt_delete_queue(&c, "events.audit");
+    bt_delete_queue(&c, "audit.events");
     bt_delete_queue(&c, "rpc.audit");
     bt_delete_queue(&c, BUS_AUDIT_STREAM);
     pid_t a = start_audit("a");

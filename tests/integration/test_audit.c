@@ -374,11 +374,21 @@ static void test_every_event_once_and_verify_names_the_first_broken_link(void) {
     CHECK_INT(wait_tip(&c, 300, 15000), 300);
     usleep(500 * 1000); /* the duplicates come after: still 300 */
     CHECK_INT(wait_tip(&c, 301, 300), 300);
+    /* a message that is no CloudEvent is recorded too, as malformed */
+    bus_publish_t junk = {.exchange = BUS_EXCHANGE_EVENTS, .routing_key = "junk.thing", .body = "not json",
+                          .len = 8, .message_id = "junk-1"};
+    CHECK_INT(bus_conn_publish(c.conn, &junk, on_confirm, &p), 0);
+    while (p.confirmed + p.failed < 321) uv_run(&c.loop, UV_RUN_ONCE);
+    CHECK_INT(wait_tip(&c, 301, 10000), 301);
+    cJSON *m = call(&c, "query", "{\"type\":\"junk.thing\"}", NULL);
+    const cJSON *mr = cJSON_GetArrayItem(cJSON_GetObjectItem(m, "records"), 0);
+    CHECK_STR(cJSON_GetObjectItem(mr, "outcome")->valuestring, "malformed");
+    cJSON_Delete(m);
     CHECK_INT(count_records(&c, "\"type\":\"audit.note.recorded\""), 300);
     CHECK_INT(count_records(&c, "\"actor\":\"discord:11\""), 150);
     cJSON *d = call(&c, "verify", "{}", NULL);
     CHECK(cJSON_IsTrue(cJSON_GetObjectItem(d, "ok")));
-    CHECK_INT(cJSON_GetObjectItem(d, "checked")->valueint, 300);
+    CHECK_INT(cJSON_GetObjectItem(d, "checked")->valueint, 301);
     cJSON_Delete(d);
     /* the record of seq 120: edit its actor in the store */
     d = call(&c, "query", "{\"limit\":1000}", NULL);
@@ -399,7 +409,7 @@ static void test_every_event_once_and_verify_names_the_first_broken_link(void) {
     CHECK_INT(cJSON_GetObjectItem(d, "checked")->valueint, 119);
     cJSON_Delete(d);
     /* a range after it still verifies; one across a deleted record names the gap */
-    d = call(&c, "verify", "{\"from\":121,\"to\":300}", NULL);
+    d = call(&c, "verify", "{\"from\":121,\"to\":301}", NULL);
     CHECK(cJSON_IsTrue(cJSON_GetObjectItem(d, "ok")));
     cJSON_Delete(d);
     tamper(id200, NULL, NULL);

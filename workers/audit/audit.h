@@ -117,12 +117,20 @@ int au_cache_new(au_state_t *st, au_cache_t **out);
 void au_cache_free(au_cache_t *c);
 /* A grant event for `user` (NULL = every user: a role was (re)defined). */
 void au_cache_invalidate(au_cache_t *c, const char *user);
+/* Forgets everything (after a reconnect: grant events may have been missed). */
+void au_cache_invalidate_all(au_cache_t *c);
 extern const bus_method_t au_methods[];
 
 /* ---- intake.c ---------------------------------------------------------------- */
 /* Records one consumed event. done(status, why, data) runs once: 0
  * recorded (now, or before: a redelivery), else not recorded (retry it). */
 void au_intake_envelope(au_state_t *st, const bus_envelope_t *env, void (*done)(int status, const char *why, void *data), void *data);
+/* The consumers: audit.events (every event) and this process's grant events. */
+void au_on_event(bus_delivery_t *d);
+void au_on_grant_event(bus_delivery_t *d);
+/* The consumers: audit.events (every event) and this process's grant events. */
+void au_on_event(bus_delivery_t *d);
+void au_on_grant_event(bus_delivery_t *d);
 
 /* ---- the bus_op context of grant, revoke, role_define (rbac.c) ---------------- */
 size_t au_rbac_ctx_size(void);

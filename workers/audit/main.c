@@ -13,6 +13,7 @@
 
 #include "audit.h"
 #include "bus/log.h"
+#include "bus/topology.h"
 
 static bus_config_extra_t extras[] = {
     {"BUS_AUDIT_INFLIGHT_BATCHES", "--audit-inflight-batches",
@@ -138,24 +139,37 @@ static void au_fini(bus_worker_t *w) {
     state_free(st);
 }
 
-/* ---- every event ---------------------------------------------------------- */
+/* ---- the consumers -------------------------------------------------------- */
 
-static void event_done(int status, const char *why, void *data) { bus_event_done(data, status, why); }
+static const bus_binding_t every_event[] = {{BUS_EXCHANGE_EVENTS, "#"}, {NULL, NULL}};
+static const bus_binding_t grant_events[] = {{BUS_EXCHANGE_EVENTS, "role.*"}, {NULL, NULL}};
 
-static void on_event(bus_event_t *ev) {
-    au_intake_envelope(au_state(bus_event_worker(ev)), bus_event_envelope(ev), event_done, ev);
-}
-
-static const bus_subscription_t subscriptions[] = {
-    {"#", on_event}, /* the queue events.audit is bound to bus.events with "#": every event */
-    {NULL, NULL},
+static const bus_consumer_def_t consumers[] = {
+    /* every event of the platform, shared by the processes (intake.c); a
+     * deep prefetch keeps the trail's batches full */
+    {.queue = "audit.events", .options = {.durable = 1}, .bindings = every_event, .prefetch = 1024,
+     .fn = au_on_event},
+    /* the grant events, on a queue of each process's own (rbac.c's cache) */
+    {.queue = NULL, .options = {.exclusive = 1, .auto_delete = 1}, .bindings = grant_events, .prefetch = 64,
+     .fn = au_on_grant_event},
+    {.fn = NULL},
 };
+
+/* After every (re)connect: the audit.log stream and its binding (bus/topology.h
+ * owns its retention); grant events sent while we were away were missed by
+ * our own queue, so the RBAC cache starts afresh. */
+static void au_on_up(bus_worker_t *w, bus_conn_t *conn) {
+    if (bus_topology_declare_audit(conn) != 0) return; /* reconnecting: on_up runs again */
+    au_state_t *st = au_state(w);
+    if (st) au_cache_invalidate_all(st->cache);
+}
 
 static const bus_worker_def_t definition = {
     .service = "audit",
     .summary = "RBAC (roles, grants, permission checks) and the hash-chained audit trail of every event",
     .methods = au_methods,
-    .subscriptions = subscriptions,
+    .consumers = consumers,
+    .on_up = au_on_up,
     .extras = extras,
     .nextras = sizeof extras / sizeof extras[0],
     .init = au_init,

@@ -101,6 +101,18 @@ void au_cache_invalidate(au_cache_t *c, const char *user) {
     cache_drop(c, user);
 }
 
+void au_cache_invalidate_all(au_cache_t *c) {
+    c->epoch++;
+    for (int i = 0; i < NBUCKETS; i++)
+        for (entry_t *e = c->buckets[i], *n; e; e = n) {
+            n = e->next;
+            entry_free(e);
+        }
+    memset(c->buckets, 0, sizeof c->buckets);
+    cJSON_Delete(c->roles);
+    c->roles = NULL;
+}
+
 static const cJSON *cache_get(au_cache_t *c, const char *user) {
     uint64_t now = uv_now(bus_worker_loop(c->st->w));
     for (entry_t *e = c->buckets[hash_str(user)]; e; e = e->next)

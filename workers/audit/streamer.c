@@ -36,7 +36,6 @@ struct au_streamer {
     size_t outstanding;
     int failed;
     int64_t round_last;
-    uint64_t declared_gen;
     uv_timer_t *tick;
 };
 
@@ -210,14 +209,6 @@ static void publish_round(au_streamer_t *s, cJSON *records) {
     if (!conn || !bus_conn_is_up(conn)) {
         cJSON_Delete(records);
         return;
-    }
-    if (s->declared_gen != bus_conn_generation(conn)) {
-        /* the stream and its binding, once per connection (bus/topology.h owns its retention) */
-        if (bus_topology_declare_audit(conn) != 0) {
-            cJSON_Delete(records);
-            return;
-        }
-        s->declared_gen = bus_conn_generation(conn);
     }
     s->busy = 1;
     s->failed = 0;
