@@ -150,6 +150,7 @@ install: all
 	install -m 755 $(PROGRAMS) $(DESTDIR)$(PREFIX)/bin/
 	install -m 644 $(MONGO_PLUGIN) $(DESTDIR)$(PREFIX)/lib/bus/
 	cp -r schemas/. $(DESTDIR)$(PREFIX)/share/bus/schemas/
+	install -d $(DESTDIR)$(PREFIX)/share/bus/i18n && cp workers/notifications/i18n/*.json $(DESTDIR)$(PREFIX)/share/bus/i18n/  # notifications
 
 clean:
 	rm -rf build

@@ -58,8 +58,8 @@ run_dir() { # tests/unit etc.
 servers_dir=$(pwd)/$BUILD/test-servers
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 start_servers() {
-    # 37672.. by default; when another run holds them, the next free block of ten
-    local base=${BUS_TEST_PORT_BASE:-37670}
+    # 27672.. by default; when another run holds them, the next free block of ten
+    local base=${BUS_TEST_PORT_BASE:-27670}
     for _ in 1 2 3 4 5 6 7 8; do
         port_busy $((base + 2)) || port_busy $((base + 3)) || port_busy $((base + 5)) || port_busy $((base + 9)) || break
         echo "ports $((base + 2))/$((base + 9)) are taken; trying $((base + 12))"

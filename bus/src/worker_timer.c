@@ -25,6 +25,7 @@ struct bus_worker_timer {
 
 void bus_worker_work_begin(bus_worker_t *w) { bus__worker_work_started(w); }
 void bus_worker_work_end(bus_worker_t *w) { bus__worker_work_done(w); }
+int bus_worker_draining(const bus_worker_t *w) { return w->draining || w->exit_code == -1; }
 
 static void timer_unlink_free(bus_worker_timer_t *t) {
     bus_worker_t *w = t->w;

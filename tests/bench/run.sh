@@ -3,7 +3,7 @@
 #
 #   BUILD=build tests/bench/run.sh
 #
-# Starts a private RabbitMQ + Redis in $BUILD/bench-servers on the 3667x ports,
+# Starts a private RabbitMQ + Redis in $BUILD/bench-servers on the 2667x ports,
 # runs the sections below, prints a header and a table per section, and stops
 # everything it started on exit, error or signal. A section whose program is
 # not built is printed as "skipped (not built yet)". Every program runs under
@@ -16,7 +16,9 @@
 #   3. Schema validation              (bench_schema)
 #   4. Store                          (bench_store)
 #   5. Contention                     (bench_joins against 1-3 bus-alliances processes)
-#   6. Audit trail                    (bench_audit against bus-audit; raw publish+consume beside it)
+#   6. Scheduled events               (bench_events against 3 bus-events processes)
+#   7. Notifications                  (bench_notifications against 1 and 3 bus-notifications processes)
+#   8. Audit trail                    (bench_audit against bus-audit; raw publish+consume beside it)
 set -uo pipefail
 
 cd "$(dirname "$0")/../.." || exit 1
@@ -24,10 +26,10 @@ BUILD=${BUILD:-build}
 BENCH_BIN=$BUILD/tests/bench
 SRV_DIR=$BUILD/bench-servers
 LOGS=$SRV_DIR/logs
-export BUS_LOCAL_AMQP_PORT=36672 BUS_LOCAL_DIST_PORT=36673 BUS_LOCAL_STREAM_PORT=36674 BUS_LOCAL_REDIS_PORT=36679
+export BUS_LOCAL_AMQP_PORT=26672 BUS_LOCAL_DIST_PORT=26673 BUS_LOCAL_STREAM_PORT=26674 BUS_LOCAL_REDIS_PORT=26679
 export BUS_AMQP_URL="amqp://guest:guest@127.0.0.1:$BUS_LOCAL_AMQP_PORT/"
 export BUS_REDIS_URL="redis://127.0.0.1:$BUS_LOCAL_REDIS_PORT/0"
-HTTP_ADDR=127.0.0.1:36080
+HTTP_ADDR=127.0.0.1:26080
 SECONDS_PER_RUN=${BENCH_SECONDS:-5}   # measured seconds per load run (BENCH_SECONDS overrides)
 INFLIGHTS="1 64"
 mkdir -p "$LOGS"
@@ -455,17 +457,71 @@ else
     note "skipped (not built yet)"
 fi
 
-# ---------------------------------------------------------------- 6. audit trail (bench_audit)
+# ---------------------------------------------------------------- 6. scheduled events
+
+# events.create per second at 64 in flight, then the firing lateness of as
+# many reminders due within 10 s (1k: 100/s, 10k: 1,000/s), 3 bus-events
+# processes on one SQLite store (workers/events/scheduler.c), with the
+# store's default sync=full and with sync=normal (WAL: still safe against
+# SIGKILL, not against power loss). 100k (due within 100 s) with
+# BENCH_EVENTS_100K=1: about 2 x 50,000 creates, minutes on a small machine.
+section "6. Scheduled events: creates/s and firing lateness, 3 bus-events processes"
+if [ -x "$BUILD/bus-events" ] && [ -x "$BENCH_BIN/bench_events" ]; then
+    printf '  %-9s | %-11s | %9s | %9s %9s %9s | %s\n' reminders store "creates/s" "late_p50" "late_p99" "late_max" \
+        "fired/missing/twice"
+    runs="1000:full:10 10000:full:10 10000:normal:10"
+    [ "${BENCH_EVENTS_100K:-0}" = 1 ] && runs="$runs 100000:normal:100"
+    for run in $runs; do
+        IFS=: read -r n sync spread <<<"$run"
+        db="$SRV_DIR/bench-events-$n-$sync.db"
+        rm -f "$db" "$db-wal" "$db-shm"
+        pids=() wraps=()
+        for i in 1 2 3; do
+            start_bg "$LOGS/events_worker_${n}_${sync}_$i.log" $((150 + n / 100)) \
+                env BUS_STORE="sqlite:$db?sync=$sync" BUS_LOG_LEVEL=warn \
+                BUS_EVENTS_MODERATORS=discord:1 "$BUILD/bus-events"
+            wraps+=("$BG_WRAP") pids+=("$BG_PID")
+        done
+        for _ in $(seq 1 30); do [ "$(consumers_on rpc.events)" -ge 3 ] 2>/dev/null && break; sleep 0.5; done
+        out="$LOGS/events_${n}_$sync.out"
+        if run_fg "bench_events ($n, sync=$sync)" $((120 + n / 100)) "$out" \
+            "$BENCH_BIN/bench_events" --reminders "$n" --inflight 64 --spread-s "$spread"; then :; fi
+        line=$(result_line "$out")
+        printf '  %-9s | %-11s | %9s | %9s %9s %9s | %s/%s/%s\n' "$n" "sync=$sync" "$(kv "$line" create_rps)" \
+            "$(kv "$line" late_p50_ms)" "$(kv "$line" late_p99_ms)" "$(kv "$line" late_max_ms)" "$(kv "$line" fired)" \
+            "$(kv "$line" missing)" "$(kv "$line" twice)"
+        for i in "${!wraps[@]}"; do stop_bg "bus-events (bench)" "${wraps[$i]}" "${pids[$i]}"; done
+    done
+else
+    note "skipped (not built yet)"
+fi
+
+# ---------------------------------------------------------------- 7. notifications (bus-notifications)
+
+# One event.reminder fanned out to 1,000 subscriptions against the fake
+# Discord/webhook endpoints, 1 and 3 processes: deliveries per second and
+# the time from the publish to the last delivery (bench_notifications.c).
+section "7. Notifications: one reminder to 1,000 subscriptions, 1 and 3 processes"
+if [ -x "$BUILD/bus-notifications" ] && [ -x "$BENCH_BIN/bench_notifications" ]; then
+    mkdir -p "$SRV_DIR/tmp"
+    if BUS_TEST_TMPDIR="$SRV_DIR/tmp" BUS_TEST_BUILD="$BUILD" BUS_SCHEMAS_DIR="${BUS_SCHEMAS_DIR:-schemas}" \
+        run_fg bench_notifications 240 "$LOGS/notifications.out" "$BENCH_BIN/bench_notifications"; then :; fi
+    sed 's/^/  /' "$LOGS/notifications.out"
+else
+    note "skipped (not built yet)"
+fi
+
+# ---------------------------------------------------------------- 8. audit trail (bench_audit)
 
 # Events published with confirms onto bus.events, recorded by one bus-audit
 # (hash-chained, stored, republished to the audit.log stream) until the last
 # record is read back from the stream, against raw publish+consume of the
 # same events in the same run; the worker's CPU per event from /proc.
-section "6. Audit trail: events/s published, audited, chained, stored and streamed vs raw publish+consume"
+section "8. Audit trail: events/s published, audited, chained, stored and streamed vs raw publish+consume"
 if [ -x "$BUILD/bus-audit" ] && [ -x "$BENCH_BIN/bench_audit" ]; then
     AUDIT_EVENTS=${BENCH_AUDIT_EVENTS:-20000}
     rm -f "$SRV_DIR"/bench-audit.db*
-    start_bg "$LOGS/audit_worker.log" 240 env BUS_STORE="sqlite:$SRV_DIR/bench-audit.db" BUS_PREFETCH=1024 \
+    start_bg "$LOGS/audit_worker.log" 240 env BUS_STORE="sqlite:$SRV_DIR/bench-audit.db" \
         BUS_LOG_LEVEL=warn "$BUILD/bus-audit"
     au_wrap=$BG_WRAP au_pid=$BG_PID
     for _ in $(seq 1 30); do [ "$(consumers_on rpc.audit)" -ge 1 ] 2>/dev/null && break; sleep 0.5; done

@@ -15,7 +15,7 @@
 #define WORKERS 3
 #define JOINS 500
 #define RANKS 200
-#define METRICS_PORT0 39510
+#define METRICS_PORT0 29510
 
 static pid_t workers[WORKERS];
 

@@ -121,11 +121,11 @@ static void on_never(bus_worker_timer_t *t, void *data) {
     report("never");
 }
 
+static int self_fired;
 static void on_self(bus_worker_timer_t *t, void *data) {
     (void)data;
-    static int n;
-    report("self %d", ++n);
-    if (n == 3) bus_worker_timer_stop(t); /* from its own callback */
+    report("self %d", ++self_fired);
+    if (self_fired == 3) bus_worker_timer_stop(t); /* from its own callback */
 }
 
 static void on_once(bus_worker_timer_t *t, void *data) {
@@ -153,8 +153,12 @@ static void on_tick(bus_worker_timer_t *t, void *data) {
     (void)t;
     bus_worker_t *w = data;
     static int ticks;
+    static int begun;
     report("tick %d", ++ticks);
-    if (ticks != 2) return;
+    /* the work starts on the second tick, or later when a loaded machine
+     * has not yet let the 10 ms timer fire three times */
+    if (ticks < 2 || begun || self_fired < 3) return;
+    begun = 1;
     bus_worker_work_begin(w);
     uv_poll_init(bus_worker_loop(w), &work_poll, go_fd);
     work_poll.data = w;
@@ -194,7 +198,7 @@ static void test_timer_work_drain(void) {
     close(go[0]);
     char line[256], before[4096] = "";
     CHECK(wait_line(rd, "begin", line, sizeof line, 20000, before, sizeof before) == 0);
-    CHECK_INT(count_lines(before, "tick "), 2);
+    CHECK(count_lines(before, "tick ") >= 2);
     /* SIGTERM arrived during the work: the drain waits for it (a 100 ms
      * timer still armed would tick ten times meanwhile) */
     usleep(1000 * 1000);

@@ -218,6 +218,9 @@ int bus_worker_publish_raw(bus_worker_t *w, const char *type, const char *id, co
  */
 void bus_worker_work_begin(bus_worker_t *w);
 void bus_worker_work_end(bus_worker_t *w);
+/* 1 once the SIGTERM drain (or the shutdown) began: a domain that starts
+ * rounds of work by itself (a scheduler) starts no new round then. */
+int bus_worker_draining(const bus_worker_t *w);
 
 /* A timer on the worker's loop, for scheduled and periodic work.
  *
