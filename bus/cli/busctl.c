@@ -8,6 +8,7 @@
  *   busctl apikey new --id NAME --scopes SCOPE[,SCOPE...]
  *   busctl tail [--since 10m | --from first | --offset N] [--type GLOB] [--actor USER] [--follow] [--json]
  *   busctl rbac bootstrap-owner USER [--store URL]
+ *   busctl giftcodes redeem CODE | busctl players refresh ...  (cli_giftcodes.c)
  *
  * Exit codes: 0 success; 1 an error reply / invalid instance; 2 usage or
  * connection errors. The broker is BUS_AMQP_URL (or --amqp-url URL).
@@ -41,6 +42,8 @@ static int usage(void) {
             "  busctl tail [--since 10m | --from first | --offset N] [--type GLOB] [--actor USER] [--follow] [--json]\n"
             "                                                      read the audit trail (the audit.log stream)\n"
             "  busctl rbac bootstrap-owner USER [--store URL]      make USER the first owner (writes the store)\n"
+            "  busctl giftcodes redeem CODE [--note TEXT]          add a gift code, show its redemption live\n"
+            "  busctl players refresh (--state N | ID...)          refresh verified players, with a progress bar\n"
             "options: --amqp-url URL (default $BUS_AMQP_URL or amqp://guest:guest@127.0.0.1:5672/)\n"
             "         --help, --version\n");
     return 2;
@@ -322,5 +325,7 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "apikey") == 0) return bus_cli_apikey(rest, args);
     if (strcmp(cmd, "tail") == 0) return bus_cli_tail(amqp_url, rest, args);
     if (strcmp(cmd, "rbac") == 0) return bus_cli_rbac(amqp_url, rest, args);
+    if (strcmp(cmd, "giftcodes") == 0) return bus_cli_giftcodes(rest, args, amqp_url);
+    if (strcmp(cmd, "players") == 0) return bus_cli_players(rest, args, amqp_url);
     return usage();
 }

@@ -18,5 +18,8 @@ int bus_cli_tail(const char *amqp_url, int argc, char **argv);
 int bus_cli_rbac(const char *amqp_url, int argc, char **argv);
 /* busctl apikey new --id NAME --scopes S1,S2 */
 int bus_cli_apikey(int argc, char **argv);
+/* busctl giftcodes redeem CODE / busctl players refresh ... with a progress bar (cli_giftcodes.c) */
+int bus_cli_giftcodes(int argc, char **argv, const char *amqp_url);
+int bus_cli_players(int argc, char **argv, const char *amqp_url);
 
 #endif

@@ -18,7 +18,8 @@
 #   5. Contention                     (bench_joins against 1-3 bus-alliances processes)
 #   6. Scheduled events               (bench_events against 3 bus-events processes)
 #   7. Notifications                  (bench_notifications against 1 and 3 bus-notifications processes)
-#   8. Audit trail                    (bench_audit against bus-audit; raw publish+consume beside it)
+#   8. Verification                   (bench_verification: its own bus-verification processes + fake game API)
+#   9. Audit trail                    (bench_audit against bus-audit; raw publish+consume beside it)
 set -uo pipefail
 
 cd "$(dirname "$0")/../.." || exit 1
@@ -511,13 +512,30 @@ else
     note "skipped (not built yet)"
 fi
 
-# ---------------------------------------------------------------- 8. audit trail (bench_audit)
+# ---------------------------------------------------------------- 8. verification
+
+# bus-verification against the fake game API (tests/support/fake_game_api.h):
+# verifications per second with the game-API limit lifted, 1 and 3 processes;
+# the shared limit's accuracy with 3 processes and 200 requests in flight
+# (limit 20 per 1 s: the most calls the fake saw in any 1 s window, and the
+# calls per window achieved). bench_verification starts the processes itself.
+section "8. Verification: verify/s against the fake game API; the shared limit under 3 processes"
+if [ -x "$BUILD/bus-verification" ] && [ -x "$BENCH_BIN/bench_verification" ]; then
+    mkdir -p "$SRV_DIR/verification"
+    if run_fg "bench_verification" 120 "$LOGS/verification.out" env BUS_TEST_TMPDIR="$SRV_DIR/verification" \
+        BUS_TEST_BUILD="$BUILD" BUS_SCHEMAS_DIR=schemas "$BENCH_BIN/bench_verification"; then :; fi
+    grep '^name=' "$LOGS/verification.out" | sed 's/^/  /'
+else
+    note "skipped (not built yet)"
+fi
+
+# ---------------------------------------------------------------- 9. audit trail (bench_audit)
 
 # Events published with confirms onto bus.events, recorded by one bus-audit
 # (hash-chained, stored, republished to the audit.log stream) until the last
 # record is read back from the stream, against raw publish+consume of the
 # same events in the same run; the worker's CPU per event from /proc.
-section "8. Audit trail: events/s published, audited, chained, stored and streamed vs raw publish+consume"
+section "9. Audit trail: events/s published, audited, chained, stored and streamed vs raw publish+consume"
 if [ -x "$BUILD/bus-audit" ] && [ -x "$BENCH_BIN/bench_audit" ]; then
     AUDIT_EVENTS=${BENCH_AUDIT_EVENTS:-20000}
     rm -f "$SRV_DIR"/bench-audit.db*

@@ -155,7 +155,7 @@ static int send_all(int fd, const char *s, size_t n) {
 
 /* Reads one response (Content-Length framed) from fd. Bytes read beyond it
  * stay in the per-fd carry buffer (pipelining). 0 or -1. */
-static char carry[1 << 20]; /* the OpenAPI document of the repository passed 128 KiB */
+static char carry[1 << 20]; /* the OpenAPI document grows with every domain's schemas */
 static size_t carry_len;
 static int carry_fd = -1;
 
