@@ -201,6 +201,11 @@ void gw_events(gw_req_t *r) {
         }
     }
     const bus_schema_t *es = gw->schemas ? bus_schema_registry_event(gw->schemas, r->type) : NULL;
+    if (gw->schemas && !es) { /* an event type without a schema is never published (nobody could check it) */
+        bus_envelope_clear(&env);
+        gw_fail(r, 422, "no schema for event type %s (every event type needs schemas/events/%s.json)", r->type, r->type);
+        return;
+    }
     if (es) {
         bus_schema_result_t *res = &gw->schema_result;
         cJSON *null = env.data ? NULL : cJSON_CreateNull();

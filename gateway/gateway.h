@@ -18,6 +18,8 @@
  *   openapi.c     GET /api/v1/openapi.json, built once from schemas/
  *   docs.c        GET /api/docs, the HTML page made from that document
  *   access_log.c  one JSON line per request, written in batches
+ *   audit.c       GET /api/v1/audit (stored records) and /api/v1/audit/stream
+ *                 (Server-Sent Events from the audit.log stream)
  *
  * Everything runs on the one loop thread of the process; nothing here is
  * thread-safe and nothing needs to be.
@@ -73,6 +75,8 @@ typedef struct gw {
     int max_depth;
     int reuseport;
     int access_log;
+    int sse_keepalive_ms;     /* ": keep-alive" comment interval of the audit stream */
+    size_t sse_max_backlog;   /* unsent bytes before a slow stream reader is cut off */
 
     bus_conn_t *conn;
     bus_rpc_client_t *rpc;
@@ -115,6 +119,9 @@ typedef struct gw {
         uv_timer_t flusher;
         char buf[GW_ACCESS_LOG_BYTES];
     } alog;
+
+    /* the open audit streams (audit.c) */
+    struct sse *sse;
 
     /* scratch of the validating routes (forward.c): ~9 KB, kept off the stack */
     bus_schema_result_t schema_result;
@@ -201,6 +208,12 @@ void gw_finish(gw_req_t *r, int status, const char *content_type, const char *bo
  * ,"request_id":"..." spliced before its final '}'. A body that is not an
  * object ending in '}' is answered as 500. */
 void gw_finish_spliced(gw_req_t *r, int status, const char *body, size_t len);
+/* A streaming answer (audit.c): gw_stream_start sends the status and the
+ * common headers and starts the stream on r->http; r stays the caller's
+ * until gw_stream_end, which ends the stream, logs the access line, counts
+ * the request and releases r (exactly once). */
+void gw_stream_start(gw_req_t *r, int status, const char *content_type);
+void gw_stream_end(gw_req_t *r);
 /* Answers with doc printed (doc is freed, always). 500 when out of memory. */
 void gw_finish_json(gw_req_t *r, int status, cJSON *doc);
 /* Answers {"success":true,"data":<data_json>,"request_id":"..."}; data_json
@@ -228,6 +241,12 @@ size_t gw_error_body(bus_http_req_t *req, int status, const char *code, const ch
 /* ---- forward.c ---- */
 void gw_rpc(gw_req_t *r);    /* POST /api/v1/rpc/{service}/{method} */
 void gw_events(gw_req_t *r); /* POST /api/v1/events/{type} */
+
+/* ---- audit.c ---- */
+void gw_audit_query(gw_req_t *r);  /* GET /api/v1/audit */
+void gw_audit_stream(gw_req_t *r); /* GET /api/v1/audit/stream */
+/* Ends every open audit stream (shutdown, broker connection lost). */
+void gw_audit_streams_end(gw_t *gw);
 
 /* ---- auth.c ---- */
 /* Authenticates r for `scope` ("rpc:<service>.<method>", "events:<type>")

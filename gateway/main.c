@@ -30,7 +30,8 @@
 #include "bus/topology.h"
 #include "gateway.h"
 
-enum { X_KEYS, X_RATE, X_PUBLIC_RATE, X_WINDOW, X_FAIL, X_CORS, X_BODY, X_HEADER, X_DEPTH, X_REUSE, X_ACCESS, X_COUNT };
+enum { X_KEYS, X_RATE, X_PUBLIC_RATE, X_WINDOW, X_FAIL, X_CORS, X_BODY, X_HEADER, X_DEPTH, X_REUSE, X_ACCESS,
+       X_SSE_KEEPALIVE, X_SSE_BACKLOG, X_COUNT };
 
 /* The edge's own settings; main() copies them (bus_config_load fills in the values). */
 static const bus_config_extra_t extra_settings[X_COUNT] = {
@@ -46,6 +47,10 @@ static const bus_config_extra_t extra_settings[X_COUNT] = {
     [X_DEPTH] = {"BUS_MAX_JSON_DEPTH", "--max-json-depth", "deepest JSON nesting accepted", "64", NULL},
     [X_REUSE] = {"BUS_REUSEPORT", "--reuseport", "1: SO_REUSEPORT (several gateways on one port)", "1", NULL},
     [X_ACCESS] = {"BUS_ACCESS_LOG", "--access-log", "1: one JSON access-log line per request", "1", NULL},
+    [X_SSE_KEEPALIVE] = {"BUS_SSE_KEEPALIVE_MS", "--sse-keepalive-ms", "keep-alive comment interval of /api/v1/audit/stream",
+                         "15000", NULL},
+    [X_SSE_BACKLOG] = {"BUS_SSE_MAX_BACKLOG", "--sse-max-backlog",
+                       "bytes waiting for a slow /api/v1/audit/stream reader before it is cut off", "4194304", NULL},
 };
 
 /* Strict integer in [lo, hi]; -1 when not. */
@@ -111,6 +116,12 @@ static int parse_settings(gw_t *gw, const bus_config_extra_t *extras) {
     s = extras[X_ACCESS].value;
     if (parse_int(s, 0, 1, &v)) return bad("BUS_ACCESS_LOG", s, "expected 0 or 1");
     gw->access_log = (int)v;
+    s = extras[X_SSE_KEEPALIVE].value;
+    if (parse_int(s, 10, 3600000, &v)) return bad("BUS_SSE_KEEPALIVE_MS", s, "expected milliseconds 10..3600000");
+    gw->sse_keepalive_ms = (int)v;
+    s = extras[X_SSE_BACKLOG].value;
+    if (parse_int(s, 1024, 1024LL * 1024 * 1024, &v)) return bad("BUS_SSE_MAX_BACKLOG", s, "expected bytes 1024..1073741824");
+    gw->sse_max_backlog = (size_t)v;
     s = extras[X_CORS].value;
     if (s && *s) {
         size_t n = 1;
@@ -169,6 +180,7 @@ static void on_signal(uv_signal_t *s, int signum) {
         return;
     }
     gw->stopping = 1;
+    gw_audit_streams_end(gw); /* endless by nature: they end now */
     bus_info(NULL, "signal %d: finishing in-flight requests (%zu connections)", signum,
              gw->http ? bus_http_server_connections(gw->http) : 0);
     if (gw->http) bus_http_server_close(gw->http, on_http_closed, gw);
@@ -189,6 +201,7 @@ static void on_up(bus_conn_t *conn, void *data) {
 static void on_down(bus_conn_t *conn, int err, void *data) {
     (void)conn;
     gw_t *gw = data;
+    gw_audit_streams_end(gw); /* their consumers are gone; clients resume with Last-Event-ID */
     if (gw->stopping) return; /* our own clean close after a signal: nothing is wrong */
     bus_warn(NULL, "broker connection down (%s); RPC and events answer 503 until it is back", bus_strerror(err));
 }
@@ -255,8 +268,9 @@ int main(int argc, char **argv) {
     gw->loop = uv_default_loop();
     signal(SIGPIPE, SIG_IGN);
     gw_metrics_init(gw);
+    /* prefetch: the credit of each audit stream's consumer (stream consumers need basic.qos) */
     bus_conn_options_t co = {.url = gw->cfg.amqp_url, .name = instance, .heartbeat_s = gw->cfg.heartbeat_s,
-                             .on_up = on_up, .on_down = on_down, .data = gw};
+                             .prefetch = 256, .on_up = on_up, .on_down = on_down, .data = gw};
     if (bus_conn_new(gw->loop, &co, &gw->conn, err, sizeof err) != 0) {
         code = bad("BUS_AMQP_URL", gw->cfg.amqp_url, err);
         goto out;
@@ -278,6 +292,7 @@ int main(int argc, char **argv) {
                             .error_body = gw_error_body,
                             .max_header_bytes = gw->max_header,
                             .max_body_bytes = gw->max_body,
+                            .max_stream_backlog = gw->sse_max_backlog,
                             .shutdown_timeout_ms = (uint64_t)gw->cfg.drain_ms};
     rc = bus_http_server_start(gw->loop, &hc, &gw->http);
     if (rc != 0) {

@@ -136,6 +136,21 @@ void gw_finish(gw_req_t *r, int status, const char *content_type, const char *bo
     gw_req_release(r);
 }
 
+void gw_stream_start(gw_req_t *r, int status, const char *content_type) {
+    add_common_headers(r);
+    bus_http_respond_stream_start(r->http, status, content_type);
+}
+
+void gw_stream_end(gw_req_t *r) {
+    gw_t *gw = r->gw;
+    if (gw->access_log)
+        gw_access_log(gw, r->request_id, gw_route_name(r->route), bus_http_method(r->http), bus_http_path(r->http),
+                      200, 0, (double)(uv_hrtime() - r->t0) / 1e6, r->key_id, bus_http_peer(r->http));
+    count(gw, r->route, 200, r->t0);
+    bus_http_stream_end(r->http);
+    gw_req_release(r);
+}
+
 /* ---- bodies ---- */
 
 /* Writes body with ,"request_id":"<id>" before its final '}' into out.

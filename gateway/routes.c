@@ -39,6 +39,8 @@ static const gw_route_t routes[] = {
     {"docs",            GW_GET,  "/api/docs",                         gw_docs,            NULL,                     0},
     {"rpc",             GW_POST, "/api/v1/rpc/{service}/{method}",    gw_rpc,             "rpc:{service}.{method}", 1},
     {"events",          GW_POST, "/api/v1/events/{type}",             gw_events,          "events:{type}",          1},
+    {"audit",           GW_GET,  "/api/v1/audit",                     gw_audit_query,     "audit:read",             1},
+    {"audit_stream",    GW_GET,  "/api/v1/audit/stream",              gw_audit_stream,    "audit:read",             1},
 };
 
 #define NROUTES (sizeof routes / sizeof routes[0])

@@ -6,6 +6,8 @@
  *   busctl schema check SCHEMA.json [INSTANCE.json|-]
  *   busctl schema list [--dir DIR]
  *   busctl apikey new --id NAME --scopes SCOPE[,SCOPE...]
+ *   busctl tail [--since 10m | --from first | --offset N] [--type GLOB] [--actor USER] [--follow] [--json]
+ *   busctl rbac bootstrap-owner USER [--store URL]
  *   busctl giftcodes redeem CODE | busctl players refresh ...  (cli_giftcodes.c)
  *   busctl dead list|show|replay|purge SERVICE ...   (cli_dead.c)
  *   busctl events [PATTERN] [--json] | --bindings    (cli_events.c)
@@ -47,6 +49,9 @@ static void print_usage(FILE *to) {
             "  busctl schema check SCHEMA.json [INSTANCE.json|-]   validate an instance (0 valid, 1 invalid, 2 error)\n"
             "  busctl schema list [--dir DIR]                      event types and methods with their schema files\n"
             "  busctl apikey new --id NAME --scopes S1,S2          make an API key for the HTTP edge\n"
+            "  busctl tail [--since 10m | --from first | --offset N] [--type GLOB] [--actor USER] [--follow] [--json]\n"
+            "                                                      read the audit trail (the audit.log stream)\n"
+            "  busctl rbac bootstrap-owner USER [--store URL]      make USER the first owner (writes the store)\n"
             "  busctl giftcodes redeem CODE [--note TEXT]          add a gift code, show its redemption live\n"
             "  busctl players refresh (--state N | ID...)          refresh verified players, with a progress bar\n"
             "options: --amqp-url URL   the broker (default $BUS_AMQP_URL, else amqp://guest:guest@127.0.0.1:5672/)\n"
@@ -250,8 +255,10 @@ static int cmd_publish(int argc, char **argv) {
         fprintf(stderr, "busctl: data: %s\n", err);
         return 2;
     }
-    if (bus_cli_check_event(type, data, err, sizeof err) != 0) {
-        fprintf(stderr, "busctl: invalid %s event: %s\n", type, err);
+    int checked = bus_cli_check_event(type, data, err, sizeof err);
+    if (checked != 0) {
+        if (checked == BUS_EINVALID) fprintf(stderr, "busctl: invalid %s event: %s\n", type, err);
+        else fprintf(stderr, "busctl: refusing to publish: %s\n", err);
         cJSON_Delete(data);
         return 1;
     }
@@ -346,6 +353,8 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "status") == 0) return cmd_status(rest, args);
     if (strcmp(cmd, "schema") == 0) return bus_cli_schema(rest, args);
     if (strcmp(cmd, "apikey") == 0) return bus_cli_apikey(rest, args);
+    if (strcmp(cmd, "tail") == 0) return bus_cli_tail(amqp_url, rest, args);
+    if (strcmp(cmd, "rbac") == 0) return bus_cli_rbac(amqp_url, rest, args);
     if (strcmp(cmd, "giftcodes") == 0) return bus_cli_giftcodes(rest, args, amqp_url);
     if (strcmp(cmd, "players") == 0) return bus_cli_players(rest, args, amqp_url);
     if (strcmp(cmd, "dead") == 0) return bus_cli_dead(rest, args);

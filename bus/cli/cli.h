@@ -8,9 +8,14 @@
 
 /* busctl schema check|list ... */
 int bus_cli_schema(int argc, char **argv);
-/* Validates event data against schemas/events/<type>.json (BUS_SCHEMAS_DIR);
- * 0 when valid or no schema exists, BUS_EINVALID with the failures in err. */
+/* Validates event data against schemas/events/<type>.json (BUS_SCHEMAS_DIR,
+ * default schemas/): 0 when valid; BUS_EINVALID with the failures in err;
+ * BUS_ENOT_FOUND when the type has no schema (or no schemas directory is
+ * found): an event type without a schema is never published. */
 int bus_cli_check_event(const char *type, const cJSON *data, char *err, size_t errlen);
+/* busctl tail ... and busctl rbac ... (cli_audit.c); amqp_url may be NULL. */
+int bus_cli_tail(const char *amqp_url, int argc, char **argv);
+int bus_cli_rbac(const char *amqp_url, int argc, char **argv);
 /* busctl apikey new --id NAME --scopes S1,S2 */
 int bus_cli_apikey(int argc, char **argv);
 /* busctl giftcodes redeem CODE / busctl players refresh ... with a progress bar (cli_giftcodes.c) */

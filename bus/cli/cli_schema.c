@@ -105,13 +105,18 @@ int bus_cli_schema(int argc, char **argv) {
 int bus_cli_check_event(const char *type, const cJSON *data, char *err, size_t errlen) {
     const char *dir = getenv("BUS_SCHEMAS_DIR");
     bus_schema_registry_t *reg = NULL;
+    /* every event type needs a schema: a type without one is refused here,
+     * as at the edge; no schema directory at all is an error too */
     int rc = bus_schema_registry_load(dir && *dir ? dir : bus_config_default_schemas_dir(), &reg, err, errlen);
-    if (rc == BUS_ENOT_FOUND) return 0; /* no schemas here: the consumer validates */
     if (rc != 0) return rc;
     const bus_schema_t *s = bus_schema_registry_event(reg, type);
     bus_schema_result_t result;
     rc = 0;
-    if (s && bus_schema_validate_at(s, data, "/data", &result) != 0) {
+    if (!s) {
+        snprintf(err, errlen, "no schema for event type %s in %s (every event type needs events/%s.json)", type,
+                 dir && *dir ? dir : bus_config_default_schemas_dir(), type);
+        rc = BUS_ENOT_FOUND;
+    } else if (bus_schema_validate_at(s, data, "/data", &result) != 0) {
         bus_schema_result_format(&result, err, errlen);
         rc = BUS_EINVALID;
     }

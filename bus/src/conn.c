@@ -1249,6 +1249,11 @@ static void pump(bus_conn_t *c) {
             }
             if (k) {
                 k->cb(m, k->data);
+            } else if (bus_msg_header(m, "x-stream-offset")) {
+                /* a late delivery of a cancelled stream consumer: a stream
+                 * cannot take a message back (the broker closes the
+                 * connection on a reject), and the ack is only credit */
+                bus_msg_ack(m);
             } else {
                 bus_msg_reject(m, 1);
             }

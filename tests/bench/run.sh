@@ -19,6 +19,7 @@
 #   6. Scheduled events               (bench_events against 3 bus-events processes)
 #   7. Notifications                  (bench_notifications against 1 and 3 bus-notifications processes)
 #   8. Verification                   (bench_verification: its own bus-verification processes + fake game API)
+#   9. Audit trail                    (bench_audit against bus-audit; raw publish+consume beside it)
 set -uo pipefail
 
 cd "$(dirname "$0")/../.." || exit 1
@@ -531,6 +532,33 @@ fi
 # build/bench/report.md and its PNGs: a script of its own (tests/bench/report.sh)
 section "Report with plots"
 BUILD=$BUILD tests/bench/report.sh || note "tests/bench/report.sh failed"
+
+# ---------------------------------------------------------------- 9. audit trail (bench_audit)
+
+# Events published with confirms onto bus.events, recorded by one bus-audit
+# (hash-chained, stored, republished to the audit.log stream) until the last
+# record is read back from the stream, against raw publish+consume of the
+# same events in the same run; the worker's CPU per event from /proc.
+section "9. Audit trail: events/s published, audited, chained, stored and streamed vs raw publish+consume"
+if [ -x "$BUILD/bus-audit" ] && [ -x "$BENCH_BIN/bench_audit" ]; then
+    AUDIT_EVENTS=${BENCH_AUDIT_EVENTS:-20000}
+    rm -f "$SRV_DIR"/bench-audit.db*
+    start_bg "$LOGS/audit_worker.log" 240 env BUS_STORE="sqlite:$SRV_DIR/bench-audit.db" \
+        BUS_LOG_LEVEL=warn "$BUILD/bus-audit"
+    au_wrap=$BG_WRAP au_pid=$BG_PID
+    for _ in $(seq 1 30); do [ "$(consumers_on rpc.audit)" -ge 1 ] 2>/dev/null && break; sleep 0.5; done
+    sleep 1   # the stream lease and the audit.log stream
+    if run_fg "bench_audit" 200 "$LOGS/audit.out" "$BENCH_BIN/bench_audit" --events "$AUDIT_EVENTS" \
+        --worker-pid "$au_pid"; then :; fi
+    raw=$(grep '^raw ' "$LOGS/audit.out") aud=$(grep '^audit ' "$LOGS/audit.out")
+    printf '  %-34s | %9s | %9s | %s\n' path events "events/s" "bus-audit CPU per event"
+    printf '  %-34s | %9s | %9s | %s\n' "raw publish+consume (confirms)" "$(kv "$raw" events)" "$(kv "$raw" eps)" -
+    printf '  %-34s | %9s | %9s | %s us\n' "published->recorded->on the stream" "$(kv "$aud" recorded)" \
+        "$(kv "$aud" eps)" "$(kv "$aud" cpu_us_per_event)"
+    stop_bg "bus-audit" "$au_wrap" "$au_pid"
+else
+    note "skipped (not built yet)"
+fi
 
 echo
 if [ $CRASHED = 1 ]; then

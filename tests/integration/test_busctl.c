@@ -66,12 +66,17 @@ static void test_call_exit_codes_and_output(void) {
 
 static void test_publish_prints_confirmed_id(void) {
     char cmd[1024], out[1024];
-    snprintf(cmd, sizeof cmd, "%s publish ctltest.happened '{\"n\":1}' --source tests --subject s", busctl());
+    snprintf(cmd, sizeof cmd, "%s publish audit.note.recorded '{\"actor\":\"discord:1\",\"text\":\"t\"}' --source tests --subject s",
+             busctl());
     CHECK_INT(run(cmd, out, sizeof out), 0);
     CHECK_INT(strlen(out), 37); /* a UUID and a newline */
     CHECK(out[8] == '-' && out[13] == '-' && out[14] == '4');
     snprintf(cmd, sizeof cmd, "%s publish 'Not A Type' '{}' 2>&1", busctl());
     CHECK_INT(run(cmd, out, sizeof out), 2);
+    /* a type without a schema is refused: nobody could validate it */
+    snprintf(cmd, sizeof cmd, "%s publish ctltest.happened '{\"n\":1}' 2>&1", busctl());
+    CHECK_INT(run(cmd, out, sizeof out), 1);
+    CHECK_CONTAINS(out, "no schema for event type ctltest.happened");
     snprintf(cmd, sizeof cmd, "%s publish ctltest.happened '[1,' 2>&1", busctl());
     CHECK_INT(run(cmd, out, sizeof out), 2);
     CHECK_CONTAINS(out, "malformed JSON");

@@ -539,9 +539,10 @@ static void test_events_route(void) {
                    &r), 0);
     CHECK_INT(r.status, 202);
     CHECK_CONTAINS(r.body, "\"id\":\"ce-3\"");
-    /* an event type without a schema: any JSON */
+    /* an event type without a schema is refused: nobody could check it */
     CHECK_INT(post_json(P, "/api/v1/events/gwtest.free", secret_full, "[1,2,3]", &r), 0);
-    CHECK_INT(r.status, 202);
+    CHECK_INT(r.status, 422);
+    CHECK_CONTAINS(r.body, "no schema for event type gwtest.free");
     CHECK_INT(post_json(P, "/api/v1/events/gwtest.free", secret_full, "[1,2", &r), 0);
     CHECK_INT(r.status, 400);
     kill(g, SIGTERM);

@@ -604,9 +604,10 @@ static pid_t spawn_domain(const char *service, const char *metrics_addr) {
     const char *tmp = getenv("BUS_TEST_TMPDIR");
     snprintf(log, sizeof log, "%s/hooks-%s.log", tmp ? tmp : "/tmp", service);
     char *argv[] = {prog, NULL};
-    char metrics[96];
+    char metrics[96], store[600];
     snprintf(metrics, sizeof metrics, "BUS_METRICS_ADDR=%s", metrics_addr);
-    const char *const env[] = {"BUS_LOG_LEVEL=warn", "BUS_DRAIN_MS=5000", "BUS_EVENTS_TICK_MS=50", metrics, NULL};
+    snprintf(store, sizeof store, "BUS_STORE=sqlite:%s/hooks-%s.db", tmp ? tmp : "/tmp", service); /* not var/bus.db */
+    const char *const env[] = {"BUS_LOG_LEVEL=warn", "BUS_DRAIN_MS=5000", "BUS_EVENTS_TICK_MS=50", metrics, store, NULL};
     return bt_spawn_program(argv, env, log);
 }
 
@@ -624,15 +625,14 @@ static void test_domain_workers(void) {
     uint32_t messages = 0, consumers = 0;
     CHECK_INT(bus_conn_queue_info(c.conn, "audit.events", &messages, &consumers), 0);
     CHECK_INT(consumers, 1);
-    /* (a stream's passive declare counts no consumers: the deliveries show it) */
     double consumed = scrape(AUDIT_METRICS_PORT, CONSUMED_AUDIT), acked = scrape(AUDIT_METRICS_PORT, ACKED_AUDIT);
     CHECK(consumed >= 1 && acked >= 1); /* the pings */
-    publish_to(&c, BUS_EXCHANGE_AUDIT, "", "{\"who\":\"test\"}");  /* into audit.log */
-    publish_to(&c, BUS_EXCHANGE_EVENTS, "hooks.anything", "{}"); /* into audit.events */
+    /* into audit.events: bus-audit records it (as malformed: not a CloudEvent) and acks it */
+    publish_to(&c, BUS_EXCHANGE_EVENTS, "hooks.anything", "{}");
     double end = bt_now_ms() + 10000;
-    while (scrape(AUDIT_METRICS_PORT, ACKED_AUDIT) < acked + 2 && bt_now_ms() < end) usleep(50 * 1000);
-    CHECK_INT(scrape(AUDIT_METRICS_PORT, CONSUMED_AUDIT), consumed + 2);
-    CHECK_INT(scrape(AUDIT_METRICS_PORT, ACKED_AUDIT), acked + 2);
+    while (scrape(AUDIT_METRICS_PORT, ACKED_AUDIT) < acked + 1 && bt_now_ms() < end) usleep(50 * 1000);
+    CHECK_INT(scrape(AUDIT_METRICS_PORT, CONSUMED_AUDIT), consumed + 1);
+    CHECK_INT(scrape(AUDIT_METRICS_PORT, ACKED_AUDIT), acked + 1);
     CHECK_INT(bus_conn_queue_info(c.conn, "audit.events", &messages, &consumers), 0);
     CHECK_INT(messages, 0);
     /* the scheduler tick (every 50 ms here) does not hold up the drain */
