@@ -132,6 +132,25 @@ static pid_t spawn_optest(const char *log) {
 
 /* Item 1: list, show, replay (counted, audited), purge (confirmed), and the
  * dead-letter log line names the event id without a message_id. */
+/* A schemas directory holding the repository's schemas plus permissive
+ * schemas for this test's own event types: busctl publish refuses a type
+ * without one. Returns "BUS_SCHEMAS_DIR=<dir>" for a command's prefix. */
+static const char *test_schemas_env(void) {
+    static char env[700];
+    if (env[0]) return env;
+    char dir[600], cmd[2048];
+    snprintf(dir, sizeof dir, "%s/optools-all-schemas-%d", tmpdir(), (int)getpid());
+    const char *repo = getenv("BUS_SCHEMAS_DIR") ? getenv("BUS_SCHEMAS_DIR") : "schemas";
+    snprintf(cmd, sizeof cmd,
+             "rm -rf %s && cp -r %s %s && for t in optest.one optest.two optest.a optest.c other.b; do "
+             "echo '{\"$schema\":\"http://json-schema.org/draft-07/schema#\",\"type\":\"object\"}' "
+             "> %s/events/$t.json; done",
+             dir, repo, dir, dir);
+    CHECK(system(cmd) == 0);
+    snprintf(env, sizeof env, "BUS_SCHEMAS_DIR=%s", dir);
+    return env;
+}
+
 static void test_dead_letters_list_show_replay_purge(void) {
     bt_client_t c;
     bt_client_open(&c);
@@ -154,10 +173,10 @@ static void test_dead_letters_list_show_replay_purge(void) {
     CHECK_INT(bus_conn_bind(c.conn, audit_q, BUS_EXCHANGE_EVENTS, "deadletter.replayed"), 0);
 
     char cmd[1024], out[65536], id1[64] = "", id2[64] = "";
-    snprintf(cmd, sizeof cmd, "%s/busctl publish optest.one '{\"n\":1}'", build_dir());
+    snprintf(cmd, sizeof cmd, "%s %s/busctl publish optest.one '{\"n\":1}'", test_schemas_env(), build_dir());
     CHECK_INT(run(cmd, out, sizeof out), 0);
     sscanf(out, "%63s", id1);
-    snprintf(cmd, sizeof cmd, "%s/busctl publish optest.two '{\"n\":2}'", build_dir());
+    snprintf(cmd, sizeof cmd, "%s %s/busctl publish optest.two '{\"n\":2}'", test_schemas_env(), build_dir());
     CHECK_INT(run(cmd, out, sizeof out), 0);
     sscanf(out, "%63s", id2);
     publish_without_message_id("optest.raw", "ce-no-msgid-1");
@@ -318,7 +337,8 @@ static void test_events_watch_and_bindings(void) {
     const char *types[] = {"optest.a", "other.b", "optest.c"};
     for (int i = 0; i < 3; i++) {
         char out[256];
-        snprintf(cmd, sizeof cmd, "%s/busctl publish %s '{\"i\":%d}'", build_dir(), types[i], i);
+        snprintf(cmd, sizeof cmd, "%s %s/busctl publish %s '{\"i\":%d}'", test_schemas_env(), build_dir(), types[i],
+                 i);
         CHECK_INT(run(cmd, out, sizeof out), 0);
         sscanf(out, "%63s", ids[i]);
     }
