@@ -10,6 +10,7 @@
 #   make bench      benchmarks (libbus vs a plain rabbitmq-c baseline, edge, store, schema)
 #   make run        the whole platform in the foreground; Ctrl-C stops everything
 #   make install PREFIX=/usr/local
+.DEFAULT_GOAL := all
 VERSION   := 0.1.0
 BUILD     ?= build
 PREFIX    ?= /usr/local

@@ -20,6 +20,7 @@
 #   7. Notifications                  (bench_notifications against 1 and 3 bus-notifications processes)
 #   8. Verification                   (bench_verification: its own bus-verification processes + fake game API)
 #   9. Audit trail                    (bench_audit against bus-audit; raw publish+consume beside it)
+#   Report with plots                 (tests/bench/report.sh: build/bench/report.md and PNGs)
 set -uo pipefail
 
 cd "$(dirname "$0")/../.." || exit 1
@@ -528,10 +529,6 @@ if [ -x "$BUILD/bus-verification" ] && [ -x "$BENCH_BIN/bench_verification" ]; t
 else
     note "skipped (not built yet)"
 fi
-# ---------------------------------------------------------------- report with plots
-# build/bench/report.md and its PNGs: a script of its own (tests/bench/report.sh)
-section "Report with plots"
-BUILD=$BUILD tests/bench/report.sh || note "tests/bench/report.sh failed"
 
 # ---------------------------------------------------------------- 9. audit trail (bench_audit)
 
@@ -559,6 +556,12 @@ if [ -x "$BUILD/bus-audit" ] && [ -x "$BENCH_BIN/bench_audit" ]; then
 else
     note "skipped (not built yet)"
 fi
+
+# ---------------------------------------------------------------- report with plots
+# build/bench/report.md and its PNGs: a script of its own (tests/bench/report.sh);
+# it plots section 9's audit figures from its output
+section "Report with plots"
+BUILD=$BUILD REPORT_AUDIT_OUT=$LOGS/audit.out tests/bench/report.sh || note "tests/bench/report.sh failed"
 
 echo
 if [ $CRASHED = 1 ]; then

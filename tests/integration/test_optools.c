@@ -271,6 +271,79 @@ static void test_dead_letters_list_show_replay_purge(void) {
     unlink(log);
 }
 
+/* A message the broker dead-lettered itself (here: its per-message TTL ran
+ * out while the service was down) carries only the broker's x-first-death-*
+ * headers: `busctl dead list` names that queue and reason, and `replay` sends
+ * it back there, where the restarted worker handles it. */
+static void test_broker_dead_letter_replayed(void) {
+    bt_client_t c;
+    bt_client_open(&c);
+    clean_slate(&c);
+    snprintf(fail_flag, sizeof fail_flag, "%s/optest.fail.%d", tmpdir(), getpid());
+    snprintf(handled_file, sizeof handled_file, "%s/optest.handled.%d", tmpdir(), getpid());
+    unlink(fail_flag);
+    unlink(handled_file);
+    char log[700];
+    snprintf(log, sizeof log, "%s/optest.worker2.%d.log", tmpdir(), getpid());
+    pid_t w = spawn_optest(log); /* declares events.optest with its dead-letter arguments */
+    CHECK(bt_wait_ping("optest", 15000) == 0);
+    bt_kill(w, SIGKILL);
+    uint32_t consumers = 1;
+    for (double end = bt_now_ms() + 10000; consumers > 0 && bt_now_ms() < end; usleep(50000))
+        CHECK_INT(bus_conn_queue_info(c.conn, "events.optest", NULL, &consumers), 0);
+    CHECK_INT(consumers, 0); /* nobody consumes: the message can expire */
+
+    amqp_connection_state_t st = plain_connect();
+    const char *body = "{\"specversion\":\"1.0\",\"id\":\"ttl-1\",\"source\":\"plain-client\","
+                       "\"type\":\"optest.ttl\",\"data\":{}}";
+    amqp_basic_properties_t props = {._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG |
+                                               AMQP_BASIC_MESSAGE_ID_FLAG | AMQP_BASIC_EXPIRATION_FLAG,
+                                     .content_type = amqp_cstring_bytes("application/cloudevents+json"),
+                                     .delivery_mode = 2,
+                                     .message_id = amqp_cstring_bytes("ttl-1"),
+                                     .expiration = amqp_cstring_bytes("1")};
+    CHECK_INT(amqp_basic_publish(st, 1, amqp_cstring_bytes(BUS_EXCHANGE_EVENTS), amqp_cstring_bytes("optest.ttl"), 0,
+                                 0, &props, amqp_cstring_bytes(body)),
+              0);
+    plain_close(st);
+    CHECK_INT(wait_count(&c, "dead.optest", 1, 15000), 0);
+    CHECK_INT(queue_count(&c, "events.optest"), 0);
+
+    char cmd[1024], out[65536], text[65536];
+    snprintf(cmd, sizeof cmd, "%s/busctl dead list optest --json", build_dir());
+    CHECK_INT(run(cmd, out, sizeof out), 0);
+    cJSON *list = cJSON_Parse(out);
+    CHECK(cJSON_IsArray(list) && cJSON_GetArraySize(list) == 1);
+    cJSON *o = cJSON_GetArrayItem(list, 0);
+    CHECK_STR(cJSON_GetStringValue(cJSON_GetObjectItem(o, "id")), "ttl-1");
+    CHECK_STR(cJSON_GetStringValue(cJSON_GetObjectItem(o, "type")), "optest.ttl");
+    CHECK_STR(cJSON_GetStringValue(cJSON_GetObjectItem(o, "queue")), "events.optest");
+    CHECK_STR(cJSON_GetStringValue(cJSON_GetObjectItem(o, "reason")), "expired");
+    cJSON_Delete(list);
+
+    w = spawn_optest(log);
+    CHECK(bt_wait_ping("optest", 15000) == 0);
+    snprintf(cmd, sizeof cmd, "%s/busctl dead replay optest ttl-1", build_dir());
+    CHECK_INT(run(cmd, out, sizeof out), 0);
+    CHECK_CONTAINS(out, "1 replayed, 0 failed");
+    CHECK_INT(wait_count(&c, "dead.optest", 0, 5000), 0);
+    double end = bt_now_ms() + 10000;
+    while (bt_now_ms() < end && (read_file(handled_file, text, sizeof text), !strstr(text, "ttl-1"))) usleep(50000);
+    CHECK_CONTAINS(text, "ttl-1");
+    usleep(1000000); /* a second copy would show now */
+    read_file(handled_file, text, sizeof text);
+    int handled = 0;
+    for (const char *at = text; (at = strstr(at, "ttl-1")) != NULL; at += 5) handled++;
+    CHECK_INT(handled, 1);
+    CHECK_INT(queue_count(&c, "dead.optest"), 0);
+
+    bt_kill(w, SIGKILL);
+    clean_slate(&c);
+    bt_client_close(&c);
+    unlink(handled_file);
+    unlink(log);
+}
+
 /* Item 2: a plain client's request for a service nobody serves is answered
  * not_found at once (bus.rpc's alternate exchange, rpc.unrouted). */
 static void test_unknown_service_answered_at_once(void) {
@@ -516,6 +589,7 @@ static void test_busctl_help_and_json_output(void) {
 }
 
 BUS_TESTS({"dead_letters_list_show_replay_purge", test_dead_letters_list_show_replay_purge, 90},
+          {"broker_dead_letter_replayed", test_broker_dead_letter_replayed, 60},
           {"unknown_service_answered_at_once", test_unknown_service_answered_at_once, 40},
           {"events_watch_and_bindings", test_events_watch_and_bindings, 60},
           {"gateway_metrics_count_dead_letters", test_gateway_metrics_count_dead_letters, 40},
