@@ -48,6 +48,7 @@
 typedef struct {
     bus_msg_t *msg; /* held unacked until acked (done) or the connection closes */
     char id[128];
+    char kind[128]; /* what it was: event type or service.method (kind_of) */
     int done;       /* acked */
 } dead_t;
 
@@ -73,16 +74,30 @@ static int dead_usage(void) {
     return 2;
 }
 
-/* The message's id: message_id, else the "id" of a CloudEvent body. */
-static void find_id(const bus_msg_t *m, char *out, size_t len) {
-    out[0] = '\0';
-    if (*m->message_id) {
-        snprintf(out, len, "%s", m->message_id);
-        return;
-    }
+/* What it was: the original routing key (event type or service.method) that
+ * our dead-lettering recorded, else the AMQP type, else the "type" of a
+ * CloudEvent body (a message the broker dead-lettered itself carries none of
+ * our headers), else the routing key it arrived with. */
+static void kind_of(const bus_msg_t *m, const cJSON *doc, char *out, size_t len) {
+    const char *k = bus_msg_header(m, BUS_HDR_ROUTING_KEY);
+    /* a retried event came back through its queue: the key is a queue name */
+    int queue_name = k && (strncmp(k, "events.", 7) == 0 || strncmp(k, "rpc.", 4) == 0);
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(doc, "type");
+    const char *kind = k && *k && !queue_name ? k
+                       : *m->type             ? m->type
+                       : cJSON_IsString(type) ? type->valuestring
+                       : k && *k              ? k
+                                              : m->routing_key;
+    snprintf(out, len, "%s", kind);
+}
+
+/* Its id (message_id, else the "id" of a CloudEvent body) and kind. */
+static void identify(dead_t *d) {
+    const bus_msg_t *m = d->msg;
     cJSON *doc = cJSON_ParseWithLength(m->body, m->len);
     const cJSON *id = cJSON_GetObjectItemCaseSensitive(doc, "id");
-    if (cJSON_IsString(id)) snprintf(out, len, "%s", id->valuestring);
+    snprintf(d->id, sizeof d->id, "%s", *m->message_id ? m->message_id : cJSON_IsString(id) ? id->valuestring : "");
+    kind_of(m, doc, d->kind, sizeof d->kind);
     cJSON_Delete(doc);
 }
 
@@ -106,7 +121,7 @@ static void on_dead_msg(bus_msg_t *msg, void *data) {
     dead_t *d = &q->items[q->n++];
     memset(d, 0, sizeof *d);
     d->msg = msg;
-    find_id(msg, d->id, sizeof d->id);
+    identify(d);
     if (q->n >= q->expected) stop_collecting(q);
     else uv_timer_again(&q->idle);
 }
@@ -179,16 +194,6 @@ static const char *dead_reason_of(const bus_msg_t *m) {
     return *r ? r : hdr(m, "x-first-death-reason");
 }
 
-/* What it was: the original routing key (event type or service.method). */
-static const char *kind_of(const bus_msg_t *m) {
-    const char *k = bus_msg_header(m, BUS_HDR_ROUTING_KEY);
-    /* a retried event came back through its queue: the key is a queue name */
-    int queue_name = k && (strncmp(k, "events.", 7) == 0 || strncmp(k, "rpc.", 4) == 0);
-    if (k && *k && !queue_name) return k;
-    if (*m->type) return m->type;
-    return k && *k ? k : m->routing_key;
-}
-
 static void age_text(int64_t ts, char *out, size_t len) {
     if (ts <= 0) {
         snprintf(out, len, "-");
@@ -217,7 +222,7 @@ static cJSON *describe(const dead_t *d, size_t index, int whole) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "index", (double)index);
     cJSON_AddStringToObject(o, "id", d->id);
-    cJSON_AddStringToObject(o, "type", kind_of(m));
+    cJSON_AddStringToObject(o, "type", d->kind);
     cJSON_AddStringToObject(o, "reason", dead_reason_of(m));
     cJSON_AddNumberToObject(o, "attempts", atoi(hdr(m, BUS_HDR_ATTEMPT)));
     cJSON_AddStringToObject(o, "queue", dead_queue_of(m));
@@ -265,7 +270,7 @@ static int cmd_list(dq_t *q, int json) {
         char age[32], ex[EXCERPT + 8];
         age_text(m->timestamp, age, sizeof age);
         excerpt(m, ex, sizeof ex);
-        printf("%-4zu %-28s %-36s %4d %5s  %s\n%47s %s\n", i + 1, kind_of(m), q->items[i].id[0] ? q->items[i].id : "-",
+        printf("%-4zu %-28s %-36s %4d %5s  %s\n%47s %s\n", i + 1, q->items[i].kind, q->items[i].id[0] ? q->items[i].id : "-",
                atoi(hdr(m, BUS_HDR_ATTEMPT)), age, dead_reason_of(m), "", ex);
     }
     printf("%zu dead letter%s in dead.%s\n", q->n, q->n == 1 ? "" : "s", q->service);
@@ -291,7 +296,7 @@ static void audit_replay(dq_t *q, const dead_t *d, const char *queue) {
     cJSON *data = cJSON_CreateObject();
     cJSON_AddStringToObject(data, "service", q->service);
     cJSON_AddStringToObject(data, "message_id", d->id);
-    cJSON_AddStringToObject(data, "message_type", kind_of(m));
+    cJSON_AddStringToObject(data, "message_type", d->kind);
     cJSON_AddStringToObject(data, "queue", queue);
     cJSON_AddStringToObject(data, "reason", dead_reason_of(m));
     const char *user = getenv("USER");

@@ -22,6 +22,22 @@ metrics_port=${BUS_LOCAL_METRICS_PORT:-9101}
 run_dir=${BUS_RUN_DIR:-var}
 mkdir -p "$run_dir/log"
 
+# SIGINT sent to make alone (kill -INT <make>; Ctrl-C reaches the whole
+# foreground group, us included) is caught by make, which then waits for us
+# and would wait forever. Make's handler resets SIGINT to its default before
+# it waits: a parent make that caught SIGINT and no longer does
+# (/proc/PID/status SigCgt, bit 2) was interrupted, and we stop. Whether make
+# catches it is read here, first: a SIGINT that comes while the servers start
+# must still be seen as one.
+parent=$PPID
+catches_int() {
+    local m
+    m=$(awk '/^SigCgt/ {print $2}' "/proc/$parent/status" 2>/dev/null) || return 1
+    [ -n "$m" ] && (( (16#$m >> 1) & 1 ))
+}
+watch_make=0
+[ "$(cat "/proc/$parent/comm" 2>/dev/null)" = make ] && catches_int && watch_make=1
+
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 if port_busy "$BUS_LOCAL_AMQP_PORT" && [ ! -f "$run_dir/local/rabbitmq/launcher.pid" ]; then
     echo "port $BUS_LOCAL_AMQP_PORT is taken by another program; pick another: BUS_LOCAL_AMQP_PORT=5673 make run" >&2
@@ -92,19 +108,6 @@ then try:
 
 Ctrl-C stops everything.
 MSG
-# SIGINT sent to make alone (kill -INT <make>; Ctrl-C reaches the whole
-# foreground group, us included) is caught by make, which then waits for us
-# and would wait forever. Make's handler resets SIGINT to its default before
-# it waits: a parent make that caught SIGINT and no longer does
-# (/proc/PID/status SigCgt, bit 2) was interrupted, and we stop.
-parent=$PPID
-catches_int() {
-    local m
-    m=$(awk '/^SigCgt/ {print $2}' "/proc/$parent/status" 2>/dev/null) || return 1
-    [ -n "$m" ] && (( (16#$m >> 1) & 1 ))
-}
-watch_make=0
-[ "$(cat "/proc/$parent/comm" 2>/dev/null)" = make ] && catches_int && watch_make=1
 status=0
 while :; do
     exited=
