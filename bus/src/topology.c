@@ -16,10 +16,13 @@ int bus_topology_declare_exchanges(bus_conn_t *conn) {
     return rc;
 }
 
-int bus_topology_declare_unrouted(bus_conn_t *conn) {
-    bus_queue_options_t o = {.durable = 1, .message_ttl_ms = 60000};
+int bus_topology_declare_unrouted(bus_conn_t *conn, const char *queue_type) {
+    bus_queue_options_t o = {.durable = 1, .queue_type = queue_type, .message_ttl_ms = 60000};
     int rc = bus_conn_declare_exchange(conn, BUS_EXCHANGE_RPC_UNROUTED, "fanout");
-    if (rc == 0) rc = bus_conn_declare_queue(conn, BUS_QUEUE_RPC_UNROUTED, &o);
+    if (rc != 0) return rc;
+    /* the admin channel is closed and reopened on a refusal; the connection stays */
+    rc = bus_conn_declare_queue_try(conn, BUS_QUEUE_RPC_UNROUTED, &o);
+    if (rc == BUS_ECONFLICT) rc = bus_conn_queue_info(conn, BUS_QUEUE_RPC_UNROUTED, NULL, NULL); /* another type: as it is */
     if (rc == 0) rc = bus_conn_bind(conn, BUS_QUEUE_RPC_UNROUTED, BUS_EXCHANGE_RPC_UNROUTED, "");
     return rc;
 }

@@ -82,7 +82,17 @@ static void on_up(bus_conn_t *conn, void *data) {
     if (rc == 0) rc = bus_conn_declare_queue(conn, w->q_retry, &retry);
     if (rc == 0) rc = bus_conn_declare_queue(conn, w->q_dead, &durable);
     if (rc == 0) rc = bus_conn_bind(conn, w->q_rpc, BUS_EXCHANGE_RPC, rpc_key);
-    if (rc == 0) rc = bus_topology_declare_unrouted(conn);
+    if (rc == 0) {
+        /* answering for unknown services is a courtesy to callers: a queue
+         * that cannot be used now (on a cluster, a classic rpc.unrouted whose
+         * node is down) must not keep the domain's own queues from being served */
+        int unrouted = bus_topology_declare_unrouted(conn, qt);
+        w->unrouted_ok = unrouted == 0;
+        if (unrouted == BUS_EUNAVAILABLE) rc = unrouted;
+        else if (unrouted != 0)
+            bus_warn(NULL, "%s cannot be used now (%s): requests for unknown services wait for their timeout until "
+                     "the next reconnect", BUS_QUEUE_RPC_UNROUTED, bus_strerror(unrouted));
+    }
     for (const bus_subscription_t *s = w->def->subscriptions; rc == 0 && s && s->type; s++)
         rc = bus_conn_bind(conn, w->q_events, BUS_EXCHANGE_EVENTS, s->type);
     if (rc == 0) rc = bus__worker_consumers_declare(w, conn);
@@ -91,7 +101,7 @@ static void on_up(bus_conn_t *conn, void *data) {
     if (!bus_conn_is_up(conn)) return; /* the hook's declarations failed: again on the next connect */
     if (w->draining) return;
     rc = bus_conn_consume_fast(conn, w->q_rpc, 0, bus__worker_on_request, w, w->rpc_tag, sizeof w->rpc_tag);
-    if (rc == 0)
+    if (rc == 0 && w->unrouted_ok)
         rc = bus_conn_consume_fast(conn, BUS_QUEUE_RPC_UNROUTED, 0, bus__worker_on_unrouted, w, w->unrouted_tag,
                                    sizeof w->unrouted_tag);
     if (rc == 0)
@@ -152,7 +162,7 @@ static void on_signal(uv_signal_t *s, int signum) {
     bus__worker_timers_drain(w); /* no new scheduled work */
     if (w->consuming) {
         bus_conn_cancel(w->conn, w->rpc_tag);
-        bus_conn_cancel(w->conn, w->unrouted_tag);
+        if (w->unrouted_ok) bus_conn_cancel(w->conn, w->unrouted_tag);
         bus_conn_cancel(w->conn, w->events_tag);
         w->consuming = 0;
     }

@@ -36,6 +36,7 @@ struct bus_worker {
     size_t nconsumers;
 
     bus_counter_t *m_consumed, *m_acked, *m_nacked, *m_dead, *m_retried, *m_rpc_errors, *m_oversized;
+    int unrouted_ok;         /* 1: rpc.unrouted was declared on this connection and is consumed (worker.c) */
     int events_dlx, rpc_dlx; /* 1: events.<s> / rpc.<s> dead-letter into dead.<s> through the broker (worker.c) */
     bus_histogram_t *m_rpc_seconds;
     bus_gauge_t *m_in_flight;

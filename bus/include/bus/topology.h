@@ -48,8 +48,13 @@ extern const char *const bus_domains[];
 
 /* Declares bus.events, bus.rpc, bus.audit (durable; idempotent). 0 or BUS_EUNAVAILABLE. */
 int bus_topology_declare_exchanges(bus_conn_t *conn);
-/* Declares bus.rpc.unrouted and the rpc.unrouted queue bound to it. 0 or BUS_EUNAVAILABLE. */
-int bus_topology_declare_unrouted(bus_conn_t *conn);
+/* Declares bus.rpc.unrouted and the rpc.unrouted queue bound to it, the
+ * queue of `queue_type` (NULL or "classic", "quorum": BUS_QUEUE_TYPE); an
+ * existing queue of another type is used as it is. 0; BUS_EUNAVAILABLE when
+ * the connection was lost; another code when the queue cannot be used now
+ * (e.g. the node of a classic queue is down): the connection stays up and
+ * the caller goes on without it. */
+int bus_topology_declare_unrouted(bus_conn_t *conn, const char *queue_type);
 /* Declares the audit stream and binds it (retention BUS_AUDIT_MAX_AGE, default 7D). */
 int bus_topology_declare_audit(bus_conn_t *conn);
 /* Writes "<kind>.<service>" into buf (kind: "events", "rpc", "retry", "dead"). */
