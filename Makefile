@@ -6,7 +6,7 @@
 #   make sanitize   the same tests built with ASan+UBSan (into build/san)
 #   make fuzz       run the libFuzzer targets for a while
 #   make test-cluster  the cluster suite: a private 3-node RabbitMQ cluster, quorum queues,
-#                   nodes SIGKILLed under load (tests/cluster/run.sh; a few minutes, not in `make test`)
+#                   nodes SIGKILLed under load (tests/cluster/run.sh; about 2 minutes; CI runs it after `make test`)
 #   make bench      benchmarks (libbus vs a plain rabbitmq-c baseline, edge, store, schema)
 #   make run        the whole platform in the foreground; Ctrl-C stops everything
 #   make install PREFIX=/usr/local
