@@ -25,7 +25,19 @@ dist_port=${BUS_LOCAL_DIST_PORT:-25672}
 stream_port=${BUS_LOCAL_STREAM_PORT:-5552}
 redis_port=${BUS_LOCAL_REDIS_PORT:-6379}
 epmd_port=${BUS_LOCAL_EPMD_PORT:-$((amqp_port + 3))}
+# The ports the servers in DIR were started with (written by every start):
+# the other commands use them whatever this call's environment says, so that
+# `stop` without the start's BUS_LOCAL_* still finds and stops them.
+ports_file=$dir/ports
+case "$cmd" in
+    start | start-rabbit | start-redis) ;;
+    *) if [ -f "$ports_file" ]; then . "$ports_file"; fi ;;
+esac
 node="bus${amqp_port}@localhost"
+save_ports() {
+    printf 'amqp_port=%s\ndist_port=%s\nstream_port=%s\nredis_port=%s\nepmd_port=%s\n' \
+        "$amqp_port" "$dist_port" "$stream_port" "$redis_port" "$epmd_port" > "$ports_file"
+}
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # true when process $1 is alive and its command line contains every other argument
@@ -230,14 +242,14 @@ print_env() {
 }
 
 case "$cmd" in
-    start) start_redis; start_rabbit ;;
+    start) save_ports; start_redis; start_rabbit ;;
     stop) stop_rabbit; stop_redis ;;
-    start-rabbit) start_rabbit ;;
+    start-rabbit) save_ports; start_rabbit ;;
     stop-rabbit) stop_rabbit ;;
     kill-rabbit) kill_rabbit ;;
     pause-rabbit) pause_rabbit ;;
     resume-rabbit) resume_rabbit ;;
-    start-redis) start_redis ;;
+    start-redis) save_ports; start_redis ;;
     stop-redis) stop_redis ;;
     ctl) shift 2; rabbit_env; exec /usr/lib/rabbitmq/bin/rabbitmqctl -n "$node" "$@" ;;
     env) print_env ;;

@@ -373,6 +373,34 @@ static void stop_make(void) {
     }
 }
 
+/* `stop` finds the servers by the ports their start recorded (DIR/ports),
+ * whatever its own environment says: run without the start's BUS_LOCAL_*,
+ * it still stops both, and a second stop is a no-op. */
+static void test_servers_sh_stop_uses_the_started_ports(void) {
+    need_tools();
+    make_root("ports");
+    use_ports(free_block());
+    char dir[700];
+    snprintf(dir, sizeof dir, "%s/local", tmp_root);
+    snprintf(cleanup_dir, sizeof cleanup_dir, "%s", dir);
+    atexit(cleanup);
+    CHECK_INT(servers("start", dir), 0);
+    wait_port(amqp_port, 1, 5000);
+    wait_port(redis_port, 1, 5000);
+    wait_port(epmd_port, 1, 5000);
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd,
+             "env -u BUS_LOCAL_AMQP_PORT -u BUS_LOCAL_DIST_PORT -u BUS_LOCAL_STREAM_PORT -u BUS_LOCAL_REDIS_PORT "
+             "-u BUS_LOCAL_EPMD_PORT deploy/local/servers.sh stop '%s' >> '%s/servers.log' 2>&1",
+             dir, tmp_root);
+    CHECK_INT(system(cmd), 0);
+    wait_port(amqp_port, 0, 20000);
+    wait_port(redis_port, 0, 5000);
+    wait_port(epmd_port, 0, 5000);
+    CHECK_INT(system(cmd), 0);
+    cleanup_dir[0] = 0;
+}
+
 static void test_sigint_to_make_alone_stops_make_run(void) {
     need_tools();
     const char *build = getenv("BUS_TEST_BUILD") ? getenv("BUS_TEST_BUILD") : "build";
@@ -425,5 +453,6 @@ static void test_sigint_to_make_alone_stops_make_run(void) {
 BUS_TESTS({"servers_sh_stops_only_its_own", test_servers_sh_stops_only_its_own, 150},
           {"servers_sh_leaves_a_foreign_epmd_on_its_port", test_servers_sh_leaves_a_foreign_epmd_on_its_port, 150},
           {"servers_sh_leaves_a_foreign_redis", test_servers_sh_leaves_a_foreign_redis, 30},
+          {"servers_sh_stop_uses_the_started_ports", test_servers_sh_stop_uses_the_started_ports, 120},
           {"make_run_stops_only_its_own", test_make_run_stops_only_its_own, 200},
           {"sigint_to_make_alone_stops_make_run", test_sigint_to_make_alone_stops_make_run, 240})
