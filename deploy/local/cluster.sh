@@ -11,7 +11,7 @@
 #   deploy/local/cluster.sh start-node I [DIR]   start node I again; it rejoins from its own data
 #   deploy/local/cluster.sh ctl I DIR ARGS...     rabbitmqctl against node I
 #
-# Ports (loopback only), from BUS_CLUSTER_PORT_BASE=B (default 36000): node I
+# Ports (loopback only), from BUS_CLUSTER_PORT_BASE=B (default 22000, below the ephemeral range): node I
 # listens for AMQP on B+10*(I-1), Erlang distribution on +1, streams on +2,
 # rabbitmqctl's own distribution ports on +3..+7; the cluster's epmd, shared by
 # its nodes and nobody else, on B+59. Nothing here touches port 4369 or a
@@ -35,7 +35,7 @@ usage() {
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 # the cluster keeps the ports it started with (recorded in DIR)
-base=$(cat "$dir/port_base" 2>/dev/null || echo "${BUS_CLUSTER_PORT_BASE:-36000}")
+base=$(cat "$dir/port_base" 2>/dev/null || echo "${BUS_CLUSTER_PORT_BASE:-22000}")
 [ "$cmd" = start ] && base=${BUS_CLUSTER_PORT_BASE:-$base}
 epmd_port=$((base + 59))
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make test-cluster`: a private RabbitMQ cluster (deploy/local/cluster.sh) of
 # BUS_CLUSTER_NODES nodes (default 3) on ports from BUS_CLUSTER_PORT_BASE
-# (default 36100), the cluster tests against it with BUS_QUEUE_TYPE=quorum,
+# (default 22100, below the kernel's ephemeral ports), the cluster tests against it with BUS_QUEUE_TYPE=quorum,
 # then the cluster stopped. Arguments are passed to the test program (a test
 # name runs only that test).
 set -uo pipefail
@@ -9,7 +9,7 @@ cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
 nodes=${BUS_CLUSTER_NODES:-3}
 dir=$(pwd)/$BUILD/test-cluster
-export BUS_CLUSTER_PORT_BASE=${BUS_CLUSTER_PORT_BASE:-36100}
+export BUS_CLUSTER_PORT_BASE=${BUS_CLUSTER_PORT_BASE:-22100}
 deploy/local/cluster.sh stop "$nodes" "$dir" >/dev/null 2>&1 || true
 rm -rf "$dir"
 mkdir -p "$dir/tmp"

@@ -12,14 +12,14 @@
 # It fails when a program died, when calls failed, or on growth: RSS more than
 # SOAK_RSS_PCT percent (default 20) plus 2 MB above its start, or more than
 # SOAK_FDS (default 8) fds above its start.
-# Ports: BUS_SOAK_PORT_BASE (default 36300: AMQP +0, dist +1, stream +2, Redis +7).
+# Ports: BUS_SOAK_PORT_BASE (default 22300, below the ephemeral range: AMQP +0, dist +1, stream +2, Redis +7).
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 BUILD=${BUILD:-build}
 MIN=${SOAK_MIN:-10}
 RSS_PCT=${SOAK_RSS_PCT:-20}
 FDS=${SOAK_FDS:-8}
-base=${BUS_SOAK_PORT_BASE:-36300}
+base=${BUS_SOAK_PORT_BASE:-22300}
 DIR=$(pwd)/$BUILD/soak
 DOMAINS="verification alliances events notifications audit"
 export BUS_LOCAL_AMQP_PORT=$base BUS_LOCAL_DIST_PORT=$((base + 1)) BUS_LOCAL_STREAM_PORT=$((base + 2))
