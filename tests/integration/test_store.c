@@ -534,13 +534,14 @@ static void t_claim_inproc(const char *be) {
 
 /* Two processes claim from one store until nothing is left; every job is
  * claimed exactly once. */
-static void claimer(const char *coll, int fd, int who, int go) {
+static void claimer(const char *coll, int fd, int who, int ready, int go) {
     loop = uv_default_loop();
     CHECK_INT(uv_loop_fork(loop), 0);
     bus_store_t *s = open_store();
     declare(s, coll, NULL, NULL);
-    char c;
-    CHECK(read(go, &c, 1) == 1); /* both start together */
+    char c = 'r';
+    CHECK(write(ready, &c, 1) == 1); /* open and declared (its schema write done) */
+    CHECK(read(go, &c, 1) == 1);     /* both start together */
     cJSON *w = J("{\"state\":\"pending\"}");
     char pj[64];
     snprintf(pj, sizeof pj, "{\"state\":\"claimed\",\"by\":%d}", who);
@@ -588,8 +589,9 @@ static void t_claim_procs(const char *be) {
     }
     char path[2][600];
     pid_t pid[2];
-    int go[2];
+    int go[2], ready[2];
     CHECK(pipe(go) == 0);
+    CHECK(pipe(ready) == 0);
     for (int k = 0; k < 2; k++) {
         snprintf(path[k], sizeof path[k], "%s/claims%s.%d", tmpdir(), sfx, k);
         fflush(NULL);
@@ -599,13 +601,19 @@ static void t_claim_procs(const char *be) {
             FILE *f = fopen(path[k], "w");
             if (!f) _exit(3);
             close(go[1]);
-            claimer(coll, fileno(f), k, go[0]);
+            close(ready[0]);
+            claimer(coll, fileno(f), k, ready[1], go[0]);
             fclose(f);
             _exit(0);
         }
     }
     close(go[0]);
-    usleep(100 * 1000);
+    close(ready[1]);
+    /* go only once both are ready: a slow start (ASan) would otherwise leave
+     * one process all the work, and the race this test is about unrun */
+    char r2[2];
+    CHECK(read(ready[0], r2, 1) == 1 && read(ready[0], r2 + 1, 1) == 1);
+    close(ready[0]);
     CHECK(write(go[1], "gg", 2) == 2);
     close(go[1]);
     for (int k = 0; k < 2; k++) {
