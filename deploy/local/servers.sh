@@ -225,10 +225,6 @@ stop_redis() {
     if pid_runs "$pid" redis-server "127.0.0.1:$redis_port "; then
         kill -TERM "$pid" 2>/dev/null || true
         for _ in $(seq 1 50); do pid_runs "$pid" redis-server || break; sleep 0.1; done
-    elif pid_runs "$pid" redis-server; then
-        # ours, but on another port than this call was given: keep the pid file
-        echo "redis ($pid) runs on another port than $redis_port; stop it with the BUS_LOCAL_REDIS_PORT it was started with" >&2
-        return 1
     fi
     rm -f "$dir/redis/redis.pid"
 }

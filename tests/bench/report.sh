@@ -201,7 +201,7 @@ plot "$OUT/scaling.dat" using 1:2 with linespoints title "ping", \
 set autoscale y
 set xtics autofreq
 set output "$OUT/rss.png"
-set title "RSS during the sweep"
+set title "RSS during the run"
 set xlabel "seconds"
 set ylabel "kB"
 plot "$OUT/rss.dat" using 1:2 with lines title "bus-alliances (the first)", \
@@ -248,9 +248,9 @@ gp_rc=$?
     echo
     echo "![scaling](scaling.png)"
     echo
-    echo "More processes of one domain help when its own CPU or its waits are the limit. Here every process,"
-    echo "the broker and the client share $(nproc) CPUs, and the broker, which delivers to each consumer in turn,"
-    echo "is the limit: on such a machine a second process shares the load but does not add throughput."
+    echo "Here every process, the broker and the client share $(nproc) CPUs: a second process shares the load"
+    echo "but adds a connection and a consumer for the broker to serve, and no CPU. More processes add"
+    echo "throughput where there are cores to spare, or where a domain's handlers wait on I/O."
     echo
     if [ $have_audit = 1 ]; then
         echo "The audit path (section 9 of \`make bench\`): $(awk 'NR==3{print $NF}' "$OUT/audit.dat") events/s published"

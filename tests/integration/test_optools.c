@@ -96,8 +96,9 @@ static void plain_close(amqp_connection_state_t st) {
     amqp_destroy_connection(st);
 }
 
-/* A structured CloudEvent published without an AMQP message_id. */
-static void publish_without_message_id(const char *type, const char *id) {
+/* A structured CloudEvent published by a plain client: AMQP message_id and
+ * per-message expiration only when given (NULL: absent). */
+static void publish_plain(const char *type, const char *id, const char *message_id, const char *expiration) {
     amqp_connection_state_t st = plain_connect();
     char body[512];
     snprintf(body, sizeof body,
@@ -106,6 +107,14 @@ static void publish_without_message_id(const char *type, const char *id) {
     amqp_basic_properties_t props = {._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG,
                                      .content_type = amqp_cstring_bytes("application/cloudevents+json"),
                                      .delivery_mode = 2};
+    if (message_id) {
+        props._flags |= AMQP_BASIC_MESSAGE_ID_FLAG;
+        props.message_id = amqp_cstring_bytes(message_id);
+    }
+    if (expiration) {
+        props._flags |= AMQP_BASIC_EXPIRATION_FLAG;
+        props.expiration = amqp_cstring_bytes(expiration);
+    }
     CHECK_INT(amqp_basic_publish(st, 1, amqp_cstring_bytes(BUS_EXCHANGE_EVENTS), amqp_cstring_bytes(type), 0, 0,
                                  &props, amqp_cstring_bytes(body)),
               0);
@@ -115,6 +124,16 @@ static void publish_without_message_id(const char *type, const char *id) {
 static void clean_slate(bt_client_t *c) {
     const char *qs[] = {"events.optest", "rpc.optest", "retry.optest", "dead.optest", NULL};
     for (int i = 0; qs[i]; i++) bt_delete_queue(c, qs[i]);
+}
+
+/* A client on a clean slate; the fail flag and handled file named (the
+ * handled file emptied). */
+static void optest_setup(bt_client_t *c) {
+    bt_client_open(c);
+    clean_slate(c);
+    snprintf(fail_flag, sizeof fail_flag, "%s/optest.fail.%d", tmpdir(), getpid());
+    snprintf(handled_file, sizeof handled_file, "%s/optest.handled.%d", tmpdir(), getpid());
+    unlink(handled_file);
 }
 
 static pid_t spawn_optest(const char *log) {
@@ -153,11 +172,7 @@ static const char *test_schemas_env(void) {
 
 static void test_dead_letters_list_show_replay_purge(void) {
     bt_client_t c;
-    bt_client_open(&c);
-    clean_slate(&c);
-    snprintf(fail_flag, sizeof fail_flag, "%s/optest.fail.%d", tmpdir(), getpid());
-    snprintf(handled_file, sizeof handled_file, "%s/optest.handled.%d", tmpdir(), getpid());
-    unlink(handled_file);
+    optest_setup(&c);
     FILE *f = fopen(fail_flag, "w");
     CHECK(f != NULL);
     fclose(f);
@@ -179,7 +194,7 @@ static void test_dead_letters_list_show_replay_purge(void) {
     snprintf(cmd, sizeof cmd, "%s %s/busctl publish optest.two '{\"n\":2}'", test_schemas_env(), build_dir());
     CHECK_INT(run(cmd, out, sizeof out), 0);
     sscanf(out, "%63s", id2);
-    publish_without_message_id("optest.raw", "ce-no-msgid-1");
+    publish_plain("optest.raw", "ce-no-msgid-1", NULL, NULL);
     CHECK_INT(wait_count(&c, "dead.optest", 3, 15000), 0);
 
     /* the log line carries the CloudEvent id although message_id was empty */
@@ -277,12 +292,8 @@ static void test_dead_letters_list_show_replay_purge(void) {
  * it back there, where the restarted worker handles it. */
 static void test_broker_dead_letter_replayed(void) {
     bt_client_t c;
-    bt_client_open(&c);
-    clean_slate(&c);
-    snprintf(fail_flag, sizeof fail_flag, "%s/optest.fail.%d", tmpdir(), getpid());
-    snprintf(handled_file, sizeof handled_file, "%s/optest.handled.%d", tmpdir(), getpid());
+    optest_setup(&c);
     unlink(fail_flag);
-    unlink(handled_file);
     char log[700];
     snprintf(log, sizeof log, "%s/optest.worker2.%d.log", tmpdir(), getpid());
     pid_t w = spawn_optest(log); /* declares events.optest with its dead-letter arguments */
@@ -293,19 +304,7 @@ static void test_broker_dead_letter_replayed(void) {
         CHECK_INT(bus_conn_queue_info(c.conn, "events.optest", NULL, &consumers), 0);
     CHECK_INT(consumers, 0); /* nobody consumes: the message can expire */
 
-    amqp_connection_state_t st = plain_connect();
-    const char *body = "{\"specversion\":\"1.0\",\"id\":\"ttl-1\",\"source\":\"plain-client\","
-                       "\"type\":\"optest.ttl\",\"data\":{}}";
-    amqp_basic_properties_t props = {._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG |
-                                               AMQP_BASIC_MESSAGE_ID_FLAG | AMQP_BASIC_EXPIRATION_FLAG,
-                                     .content_type = amqp_cstring_bytes("application/cloudevents+json"),
-                                     .delivery_mode = 2,
-                                     .message_id = amqp_cstring_bytes("ttl-1"),
-                                     .expiration = amqp_cstring_bytes("1")};
-    CHECK_INT(amqp_basic_publish(st, 1, amqp_cstring_bytes(BUS_EXCHANGE_EVENTS), amqp_cstring_bytes("optest.ttl"), 0,
-                                 0, &props, amqp_cstring_bytes(body)),
-              0);
-    plain_close(st);
+    publish_plain("optest.ttl", "ttl-1", "ttl-1", "1"); /* expires after 1 ms in events.optest */
     CHECK_INT(wait_count(&c, "dead.optest", 1, 15000), 0);
     CHECK_INT(queue_count(&c, "events.optest"), 0);
 
