@@ -7,10 +7,12 @@
  *   [...],"next_cursor":...}}).
  *
  * GET /api/v1/audit/stream[?from=first|last|next][&offset=N][&since=10m]
- *   Server-Sent Events: one event per record, `id:` its offset in the
- *   audit.log stream, `event: audit`, `data:` the record as one JSON line.
- *   A client that reconnects with Last-Event-ID: N resumes at offset N+1.
- *   Default start: `next` (records from now on). A comment line
+ *   Server-Sent Events: one event per record, `id: <offset>-<seq>` (the
+ *   offset in the audit.log stream of the pack that holds the record, and
+ *   the record's seq: bus/audit_stream.h), `event: audit`, `data:` the
+ *   record as one JSON line. A client that reconnects with Last-Event-ID:
+ *   O-S resumes at offset O after seq S (a bare offset O, the form before
+ *   packs, at offset O+1). Default start: `next` (records from now on). A comment line
  *   ": keep-alive" every BUS_SSE_KEEPALIVE_MS keeps proxies from closing an
  *   idle stream. Each stream is a consumer of its own on the stream queue
  *   (prefetch of the edge's connection, manual acks): it takes nothing from
@@ -28,6 +30,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bus/audit_stream.h"
 #include "bus/error.h"
 #include "bus/log.h"
 #include "bus/topology.h"
@@ -95,7 +98,7 @@ typedef struct sse {
     gw_req_t *r;
     char tag[64];
     int consuming, ended;
-    int64_t next_seq; /* 0 until the first record */
+    bus_audit_follow_t follow; /* which records to show (each seq once) */
     uv_timer_t keepalive;
     struct sse *next; /* the edge's open streams (gw->sse) */
 } sse_t;
@@ -128,35 +131,43 @@ static int sse_write(sse_t *s, const char *text, size_t len) {
     return 0;
 }
 
+/* One write per stream message: the SSE events of the records it holds
+ * that this stream shows. */
 static void on_record(bus_msg_t *m, void *data) {
     sse_t *s = data;
     if (s->ended) {
         bus_msg_ack(m);
         return;
     }
-    cJSON *rec = cJSON_ParseWithLength(m->body, m->len);
-    const cJSON *seqv = cJSON_GetObjectItemCaseSensitive(rec, "seq");
-    const cJSON *prev = cJSON_GetObjectItemCaseSensitive(rec, "prev_hash");
-    int show = 0;
-    if (cJSON_IsNumber(seqv)) {
-        int64_t seq = (int64_t)seqv->valuedouble;
-        int new_chain = seq == 1 && s->next_seq > 1 && cJSON_IsString(prev) && strspn(prev->valuestring, "0") == 64;
-        show = s->next_seq == 0 || seq == s->next_seq || new_chain;
-        if (show) s->next_seq = seq + 1;
-    }
-    cJSON_Delete(rec);
+    cJSON *recs = bus_audit_stream_records(m->body, m->len);
     const char *off = bus_msg_header(m, "x-stream-offset");
-    if (show) {
-        size_t cap = m->len + 96;
-        char *buf = malloc(cap);
-        if (buf) {
-            int n = snprintf(buf, cap, "id: %s\nevent: audit\ndata: ", off ? off : "");
-            memcpy(buf + n, m->body, m->len);
-            memcpy(buf + n + m->len, "\n\n", 2);
-            sse_write(s, buf, (size_t)n + m->len + 2);
-            free(buf);
+    char *out = NULL;
+    size_t len = 0, cap = 0;
+    const cJSON *rec;
+    cJSON_ArrayForEach(rec, recs) {
+        if (!bus_audit_follow_show(&s->follow, rec)) continue;
+        char *line = cJSON_PrintUnformatted(rec);
+        size_t ll = line ? strlen(line) : 0;
+        if (line && len + ll + 128 > cap) {
+            size_t ncap = (len + ll + 128) * 2;
+            char *n = realloc(out, ncap);
+            if (n) {
+                out = n;
+                cap = ncap;
+            }
         }
+        if (line && len + ll + 128 <= cap) {
+            len += (size_t)snprintf(out + len, cap - len, "id: %s-%lld\nevent: audit\ndata: ", off ? off : "0",
+                                    (long long)(s->follow.next_seq - 1));
+            memcpy(out + len, line, ll);
+            memcpy(out + len + ll, "\n\n", 2);
+            len += ll + 2;
+        }
+        free(line);
     }
+    if (len) sse_write(s, out, len);
+    free(out);
+    cJSON_Delete(recs);
     bus_msg_ack(m);
 }
 
@@ -193,14 +204,21 @@ void gw_audit_stream(gw_req_t *r) {
     }
     amqp_table_entry_t arg = {.key = amqp_cstring_bytes("x-stream-offset")};
     char *end = NULL;
+    int64_t resume_after = 0; /* the last seq the client saw */
     if (last && *last) { /* a reconnect resumes after the last event it saw */
-        long long n = strtoll(last, &end, 10);
-        if (*end || n < 0) {
-            gw_fail(r, 400, "Last-Event-ID: expected a stream offset");
+        long long n = strtoll(last, &end, 10), seq = 0;
+        if (end != last && *end == '-') {
+            const char *s2 = end + 1;
+            seq = strtoll(s2, &end, 10);
+            if (end == s2 || seq < 1) n = -1;
+        }
+        if (end == last || *end || n < 0) {
+            gw_fail(r, 400, "Last-Event-ID: expected <stream offset>-<seq>, as the id: lines of this stream");
             return;
         }
         arg.value.kind = AMQP_FIELD_KIND_I64;
-        arg.value.value.i64 = n + 1;
+        arg.value.value.i64 = seq ? n : n + 1; /* the pack again, from the record after seq */
+        resume_after = seq;
     } else if (*offset) {
         long long n = strtoll(offset, &end, 10);
         if (*end || n < 0) {
@@ -236,6 +254,7 @@ void gw_audit_stream(gw_req_t *r) {
         return;
     }
     s->r = r;
+    s->follow.next_seq = resume_after ? resume_after + 1 : 0;
     amqp_table_t args = {.num_entries = 1, .entries = &arg};
     if (bus_conn_consume(gw->conn, BUS_AUDIT_STREAM, 0, 0, args, on_record, s, s->tag, sizeof s->tag) != 0) {
         free(s);

@@ -268,9 +268,13 @@ int main(int argc, char **argv) {
     gw->loop = uv_default_loop();
     signal(SIGPIPE, SIG_IGN);
     gw_metrics_init(gw);
-    /* prefetch: the credit of each audit stream's consumer (stream consumers need basic.qos) */
+    /* prefetch: the credit of each audit stream's consumer (stream consumers
+     * need basic.qos), the only consumers here that ack. A stream message is a
+     * pack of up to 64 records (bus/audit_stream.h), so 8 bound what one SSE
+     * client is sent in one burst to about 512 records (~0.5 MB), well under
+     * BUS_SSE_MAX_BACKLOG: a reader that keeps up is never cut off. */
     bus_conn_options_t co = {.url = gw->cfg.amqp_url, .name = instance, .heartbeat_s = gw->cfg.heartbeat_s,
-                             .prefetch = 256, .on_up = on_up, .on_down = on_down, .data = gw};
+                             .prefetch = 8, .on_up = on_up, .on_down = on_down, .data = gw};
     if (bus_conn_new(gw->loop, &co, &gw->conn, err, sizeof err) != 0) {
         code = bad("BUS_AMQP_URL", gw->cfg.amqp_url, err);
         goto out;

@@ -7,11 +7,12 @@
  *   any number of tails run at once and none slows bus-audit. Default start:
  *   --since 10m. Records are shown in seq order, once each: the stream may
  *   hold a record twice after the streaming process crashed (workers/audit/
- *   streamer.c), so only the next seq is shown (a record with seq 1 and the
- *   genesis prev_hash starts a new chain). Without --follow it stops once
- *   nothing arrived for --idle-ms (default 1000) or --limit records were
- *   shown. One line per record, coloured on a terminal; --json prints each
- *   record as one JSON object with its stream "offset" added.
+ *   streamer.c), so only the next seq is shown (bus/audit_stream.h).
+ *   Without --follow it stops once nothing arrived for --idle-ms (default
+ *   1000) or --limit records were shown. One line per record, coloured on a terminal; --json prints each
+ *   record as one JSON object with its stream "offset" added (the offset of
+ *   the pack of records that holds it: bus/audit_stream.h; --offset N
+ *   starts with that whole pack).
  *   Exit 0; 2 on usage or connection errors.
  *
  * busctl rbac bootstrap-owner USER [--store URL]
@@ -29,6 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bus/audit_stream.h"
 #include "bus/conn.h"
 #include "bus/envelope.h"
 #include "bus/error.h"
@@ -45,7 +47,7 @@ typedef struct {
     const char *type_glob, *actor;
     int json, follow, colour, idle_ms;
     long limit, shown;
-    int64_t next_seq; /* 0 until the first record */
+    bus_audit_follow_t shown_seq; /* which records to show (each seq once) */
     int done;
 } tail_t;
 
@@ -94,22 +96,18 @@ static void on_record(bus_msg_t *msg, void *data) {
         return;
     }
     uv_timer_again(&t->idle);
-    cJSON *r = cJSON_ParseWithLength(msg->body, msg->len);
-    const cJSON *seqv = cJSON_GetObjectItemCaseSensitive(r, "seq");
-    if (cJSON_IsNumber(seqv)) {
-        int64_t seq = (int64_t)seqv->valuedouble;
-        int new_chain = seq == 1 && t->next_seq > 1 && strspn(rstr(r, "prev_hash"), "0") == 64;
-        if (t->next_seq == 0 || seq == t->next_seq || new_chain) {
-            t->next_seq = seq + 1;
-            int match = (!t->type_glob || fnmatch(t->type_glob, rstr(r, "type"), 0) == 0) &&
-                        (!t->actor || strcmp(t->actor, rstr(r, "actor")) == 0);
-            if (match) {
-                print_record(t, r, bus_msg_header(msg, "x-stream-offset"));
-                if (++t->shown >= t->limit && t->limit > 0) tail_stop(t);
-            }
+    cJSON *recs = bus_audit_stream_records(msg->body, msg->len);
+    const cJSON *r;
+    cJSON_ArrayForEach(r, recs) {
+        if (t->done || !bus_audit_follow_show(&t->shown_seq, r)) continue;
+        int match = (!t->type_glob || fnmatch(t->type_glob, rstr(r, "type"), 0) == 0) &&
+                    (!t->actor || strcmp(t->actor, rstr(r, "actor")) == 0);
+        if (match) {
+            print_record(t, r, bus_msg_header(msg, "x-stream-offset"));
+            if (++t->shown >= t->limit && t->limit > 0) tail_stop(t);
         }
     }
-    cJSON_Delete(r);
+    cJSON_Delete(recs);
     bus_msg_ack(msg); /* a stream consumer's ack only makes room for more deliveries */
     fflush(stdout);
 }

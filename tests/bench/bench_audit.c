@@ -1,6 +1,6 @@
 /* The audit trail's throughput, against raw publish+consume in the same run.
  *
- *   bench_audit --events N [--worker-pid PID] [--window W]
+ *   bench_audit --events N [--worker-pid PID] [--broker-pid PID] [--window W]
  *
  * raw:   N events published with confirms (at most W unconfirmed) to a topic
  *        exchange of its own and consumed from a queue bound to it: the time
@@ -10,7 +10,9 @@
  *        until the N-th of their records arrived on the audit.log stream
  *        (read with a consumer of our own from "next"): published, audited,
  *        chained, stored and streamed. With --worker-pid, the worker's CPU
- *        time (utime+stime from /proc) over the run, per event.
+ *        time (utime+stime from /proc) over the run, per event; with
+ *        --broker-pid, the broker's CPU time per event in each of the two
+ *        runs (the broker shares the machine's cores with everything else).
  * Prints "raw events=... seconds=... eps=..." and "audit events=... seconds=...
  * eps=... cpu_us_per_event=...".
  */
@@ -20,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bus/audit_stream.h"
 #include "bus/conn.h"
 #include "bus/envelope.h"
 #include "bus/error.h"
@@ -29,7 +32,7 @@
 static uv_loop_t loop;
 static bus_conn_t *conn;
 static long confirmed, failed, delivered;
-static int64_t next_seq;
+static bus_audit_follow_t follow; /* each record once, in seq order */
 
 static double now_s(void) {
     struct timespec ts;
@@ -67,13 +70,15 @@ static void on_raw(bus_msg_t *m, void *data) {
 
 static void on_record(bus_msg_t *m, void *data) {
     (void)data;
-    cJSON *r = cJSON_ParseWithLength(m->body, m->len);
-    const cJSON *seq = cJSON_GetObjectItem(r, "seq"), *type = cJSON_GetObjectItem(r, "type");
-    if (cJSON_IsNumber(seq) && (next_seq == 0 || (int64_t)seq->valuedouble == next_seq)) {
-        next_seq = (int64_t)seq->valuedouble + 1;
-        if (cJSON_IsString(type) && strcmp(type->valuestring, "audit.note.recorded") == 0) delivered++;
+    cJSON *recs = bus_audit_stream_records(m->body, m->len);
+    const cJSON *r;
+    cJSON_ArrayForEach(r, recs) {
+        const cJSON *type = cJSON_GetObjectItem(r, "type");
+        if (bus_audit_follow_show(&follow, r) && cJSON_IsString(type) &&
+            strcmp(type->valuestring, "audit.note.recorded") == 0)
+            delivered++;
     }
-    cJSON_Delete(r);
+    cJSON_Delete(recs);
     bus_msg_ack(m);
 }
 
@@ -102,10 +107,11 @@ static void publish_all(long n, long window, const char *exchange_type, int audi
 
 int main(int argc, char **argv) {
     long n = 20000, window = 2000;
-    int pid = 0;
+    int pid = 0, broker = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "--events") == 0) n = atol(argv[i + 1]);
         else if (strcmp(argv[i], "--worker-pid") == 0) pid = atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--broker-pid") == 0) broker = atoi(argv[i + 1]);
         else if (strcmp(argv[i], "--window") == 0) window = atol(argv[i + 1]);
     }
     const char *url = getenv("BUS_AMQP_URL");
@@ -124,11 +130,14 @@ int main(int argc, char **argv) {
     bus_conn_declare_queue(conn, "bench.raw.q", &q);
     bus_conn_bind(conn, "bench.raw.q", "bench.raw", "#");
     bus_conn_consume(conn, "bench.raw.q", 0, 0, amqp_empty_table, on_raw, NULL, NULL, 0);
+    double b0 = broker ? cpu_s(broker) : -1;
     double t0 = now_s();
     publish_all(n, window, "audit.note.recorded", 0);
     while (delivered < n && failed == 0) uv_run(&loop, UV_RUN_ONCE);
     double raw_s = now_s() - t0;
-    printf("raw events=%ld seconds=%.3f eps=%.0f failed=%ld\n", n, raw_s, (double)n / raw_s, failed);
+    double b1 = broker ? cpu_s(broker) : -1;
+    printf("raw events=%ld seconds=%.3f eps=%.0f broker_cpu_us_per_event=%.1f failed=%ld\n", n, raw_s,
+           (double)n / raw_s, b0 >= 0 && b1 >= 0 ? (b1 - b0) * 1e6 / (double)n : -1.0, failed);
     fflush(stdout);
 
     /* audit: the stream from "next", then the burst */
@@ -145,6 +154,7 @@ int main(int argc, char **argv) {
     double deadline = now_s() + 1;
     while (now_s() < deadline) uv_run(&loop, UV_RUN_NOWAIT); /* the consumer is attached */
     double c0 = pid ? cpu_s(pid) : -1;
+    b0 = broker ? cpu_s(broker) : -1;
     t0 = now_s();
     publish_all(n, window, "audit.note.recorded", 1);
     double pub_s = now_s() - t0;
@@ -152,9 +162,12 @@ int main(int argc, char **argv) {
     while (delivered < n && now_s() < deadline) uv_run(&loop, UV_RUN_ONCE);
     double audit_s = now_s() - t0;
     double c1 = pid ? cpu_s(pid) : -1;
-    printf("audit events=%ld recorded=%ld seconds=%.3f eps=%.0f publish_eps=%.0f cpu_us_per_event=%.1f failed=%ld\n", n,
-           delivered, audit_s, (double)delivered / audit_s, (double)n / pub_s,
-           c0 >= 0 && c1 >= 0 ? (c1 - c0) * 1e6 / (double)n : -1.0, failed);
+    b1 = broker ? cpu_s(broker) : -1;
+    printf("audit events=%ld recorded=%ld seconds=%.3f eps=%.0f publish_eps=%.0f cpu_us_per_event=%.1f "
+           "broker_cpu_us_per_event=%.1f failed=%ld\n",
+           n, delivered, audit_s, (double)delivered / audit_s, (double)n / pub_s,
+           c0 >= 0 && c1 >= 0 ? (c1 - c0) * 1e6 / (double)n : -1.0,
+           b0 >= 0 && b1 >= 0 ? (b1 - b0) * 1e6 / (double)n : -1.0, failed);
     bus_conn_delete_queue(conn, "bench.raw.q");
     bus_conn_close(conn, NULL, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);

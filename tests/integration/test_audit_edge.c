@@ -217,7 +217,12 @@ static void test_sse_every_record_resume_and_keepalive(void) {
     CHECK_INT(sse_get("/api/v1/audit/stream?from=first", NULL, &a, 20, 10000), 200);
     CHECK_INT(a.events, 20);
     for (int i = 0; i < 20; i++) CHECK_INT(a.seqs[i], i + 1);
-    CHECK_STR(a.last_id, "19"); /* ids are stream offsets: the 20th record is offset 19 */
+    /* ids are "<offset>-<seq>": the stream offset of the pack holding the
+     * record (one pack here: the 50 were committed close together or not,
+     * the offset is a number either way) and the record's seq */
+    char *dash = strchr(a.last_id, '-');
+    CHECK(dash != NULL && dash > a.last_id && strspn(a.last_id, "0123456789") == (size_t)(dash - a.last_id));
+    CHECK_STR(dash ? dash : "", "-20");
     /* resume after it: the other 30, then keep-alive comments while idle */
     sse_t b = {0};
     CHECK_INT(sse_get("/api/v1/audit/stream", a.last_id, &b, 0, 1500), 200);
@@ -227,6 +232,10 @@ static void test_sse_every_record_resume_and_keepalive(void) {
     /* a bad start is refused */
     char out[4096];
     CHECK_INT(get("/api/v1/audit/stream?from=sometime", out, sizeof out), 400);
+    sse_t bad = {0};
+    CHECK_INT(sse_get("/api/v1/audit/stream", "12-x", &bad, 0, 3000), 400);
+    CHECK_CONTAINS(bad.buf ? bad.buf : "", "Last-Event-ID");
+    free(bad.buf);
     free(a.buf);
     free(b.buf);
     kill(g, SIGTERM);

@@ -19,10 +19,11 @@
  * (conditional: it must still exist) and inserting the new tip in the same
  * store batch as the records. Two processes racing for one tip: one commits,
  * the other's batch fails as a whole and is chained again on the new tip.
- * So the store's atomic batch is the sequencer and seq has no gaps. The
- * record's id is its source ("e:<event id>", "d:<request id>"): a second
- * record for the same event fails its insert, so an event redelivered after
- * a crash is recorded exactly once.
+ * So the store's atomic batch is the sequencer and seq has no gaps. A
+ * record is stored under its seq (au_record_id) and names its source in
+ * source_id ("e:<event id>", "d:<request id>"), which a unique index keeps
+ * unique: a second record for the same event fails its insert, so an event
+ * redelivered after a crash is recorded exactly once.
  *
  * The stream (audit.log) gets the records in seq order from the process
  * holding the stream lease (streamer.c); after a crash of that process the
@@ -90,6 +91,8 @@ const char *au_check_link(const cJSON *record, int64_t want_seq, const char *wan
 
 /* ---- trail.c -------------------------------------------------------------- */
 
+/* The store id of record `seq`: 12 digits, zero-padded (buf of 13 or more). */
+void au_record_id(char *buf, size_t len, int64_t seq);
 /* A new record (without seq and hashes): fields as in chain.c; strings may
  * be NULL (""), detail is owned (NULL = null). */
 cJSON *au_record_new(const char *time, const char *actor, const char *type, const char *subject,
@@ -98,7 +101,8 @@ cJSON *au_record_new(const char *time, const char *actor, const char *type, cons
  * redelivery), BUS_EUNAVAILABLE the worker is stopping (not recorded). */
 typedef void (*au_recorded_cb)(int status, int64_t seq, void *data);
 int au_trail_new(au_state_t *st, au_trail_t **out);
-/* Appends the record under store id `id` (copied); record is owned. cb runs
+/* Appends the record of source `id` (copied; the record's source_id);
+ * record is owned. cb runs
  * exactly once, on the loop, once the record is committed (the trail
  * retries the store until it is). */
 void au_trail_append(au_trail_t *t, const char *id, cJSON *record, au_recorded_cb cb, void *data);

@@ -51,7 +51,7 @@ static int int_setting(bus_worker_t *w, const char *env, long lo, long hi, int *
 
 static int declare(bus_store_t *s, char *err, size_t errlen) {
     static const char *const rec_idx[] = {"actor,seq", "type,seq", "subject,seq", "time", NULL};
-    static const char *const rec_uniq[] = {"seq", NULL};
+    static const char *const rec_uniq[] = {"seq", "source_id", NULL};
     static const char *const tip_idx[] = {"seq", NULL};
     static const char *const grant_idx[] = {"user", "role", NULL};
     int rc = bus_store_declare(s, AU_COLL_RECORDS, rec_idx, rec_uniq, err, errlen);

@@ -6,7 +6,7 @@
  * before (64 zeros before seq 1; for from > 1 the stored hash of from-1),
  * and its hash is the SHA-256 of its canonical form (chain.c). At the tip
  * the last hash must be the tip's. Answers {ok, from, to, checked, tip,
- * first_broken: null | {seq, id, check, reason}}: the first link that
+ * first_broken: null | {seq, id (its source_id), check, reason}}: the first link that
  * fails, so a record edited in the store names itself (check "hash"), a
  * deleted one names the gap (check "seq").
  *
@@ -68,7 +68,7 @@ static void on_page(int status, const cJSON *docs, const char *next, void *data)
     cJSON_ArrayForEach(r, docs) {
         const char *bad = au_check_link(r, v->want, v->prev, why, sizeof why);
         if (bad) {
-            verify_end(v, v->want, strcmp(bad, "seq") == 0 ? "" : au_str(r, "_id"), bad, why);
+            verify_end(v, v->want, strcmp(bad, "seq") == 0 ? "" : au_str(r, "source_id"), bad, why);
             return;
         }
         snprintf(v->prev, sizeof v->prev, "%s", au_str(r, "hash"));

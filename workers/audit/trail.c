@@ -3,8 +3,11 @@
  * Items wait in a FIFO. A batch takes up to AU_BATCH_RECORDS of them, seals
  * them on the tip it expects (seq, prev_hash, hash: chain.c) and commits
  * ONE store batch: delete the tip "<seq>-<hash>" it chained on (it must
- * still be there), insert the new tip, insert every record under its source
- * id. Up to BUS_AUDIT_INFLIGHT_BATCHES batches are in the store at once,
+ * still be there), insert the new tip, insert every record under its seq
+ * (au_record_id: zero-padded, so the records' table grows at its end; a
+ * random id such as the source id would make every insert rewrite a page
+ * somewhere in the middle of it). The unique index on source_id keeps one
+ * record per source. Up to BUS_AUDIT_INFLIGHT_BATCHES batches are in the store at once,
  * each chained on the tip the one before will leave (the store's group
  * commit writes them with one fsync); the tip id carries the hash, so a
  * batch can only commit after the very batch it was chained on.
@@ -13,8 +16,9 @@
  * Once all are back, their items go back to the front of the FIFO in order
  * and are chained again on the tip read from the store:
  *   - the tip was gone (another process appended): nothing else to do;
- *   - a record's insert conflicted: that source id was recorded before (a
- *     redelivery): its item is answered BUS_ECONFLICT and dropped;
+ *   - a record's insert conflicted: its source id was recorded before (a
+ *     redelivery; its seq is new, the batch having chained on the tip): its
+ *     item is answered BUS_ECONFLICT and dropped;
  *   - the store was unavailable: the same after a pause (100 ms doubling to 2 s).
  * Nothing is answered before its record is committed.
  */
@@ -79,6 +83,8 @@ cJSON *au_record_new(const char *time, const char *actor, const char *type, cons
     cJSON_AddItemToObject(r, "detail", detail ? detail : cJSON_CreateNull());
     return r;
 }
+
+void au_record_id(char *buf, size_t len, int64_t seq) { snprintf(buf, len, "%012lld", (long long)seq); }
 
 static void tip_id(char *buf, size_t len, int64_t seq, const char *hash) {
     snprintf(buf, len, "%012lld-%s", (long long)seq, hash);
@@ -295,8 +301,8 @@ static void submit(au_trail_t *t) {
     batch_t *b = calloc(1, sizeof *b);
     if (!b) return;
     b->t = t;
-    bus_store_op_t ops[64];
-    char ids[2][96];
+    bus_store_op_t ops[2 + AU_BATCH_RECORDS];
+    char ids[2][96], rec_ids[AU_BATCH_RECORDS][24];
     tip_id(ids[0], sizeof ids[0], t->tip_seq, t->tip_hash);
     ops[0] = (bus_store_op_t){.kind = BUS_STORE_OP_DELETE, .coll = AU_COLL_TIP, .id = ids[0],
                               .version = BUS_STORE_ANY_VERSION};
@@ -312,7 +318,10 @@ static void submit(au_trail_t *t) {
         it->seq = ++t->tip_seq;
         au_record_seal(it->rec, it->seq, t->tip_hash);
         snprintf(t->tip_hash, sizeof t->tip_hash, "%s", au_str(it->rec, "hash"));
-        ops[n++] = (bus_store_op_t){.kind = BUS_STORE_OP_INSERT, .coll = AU_COLL_RECORDS, .id = it->id, .doc = it->rec};
+        au_record_id(rec_ids[n - 2], sizeof rec_ids[0], it->seq);
+        ops[n] = (bus_store_op_t){.kind = BUS_STORE_OP_INSERT, .coll = AU_COLL_RECORDS, .id = rec_ids[n - 2],
+                                  .doc = it->rec};
+        n++;
         *tailp = it;
         tailp = &it->next;
         b->n++;
