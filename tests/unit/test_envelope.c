@@ -235,7 +235,7 @@ static void test_binary_rejections(void) {
 
 static int cmp_id(const void *a, const void *b) { return memcmp(a, b, 37); }
 
-static int is_v4(const char *id) {
+static int is_v7(const char *id) {
     if (strlen(id) != 36) return 0;
     for (int i = 0; i < 36; i++) {
         if (i == 8 || i == 13 || i == 18 || i == 23) {
@@ -244,7 +244,7 @@ static int is_v4(const char *id) {
             return 0;
         }
     }
-    return id[14] == '4' && strchr("89ab", id[19]) != NULL;
+    return id[14] == '7' && strchr("89ab", id[19]) != NULL;
 }
 
 static void test_uuid_unique(void) {
@@ -257,7 +257,16 @@ static void test_uuid_unique(void) {
     clock_gettime(CLOCK_MONOTONIC, &b);
     double ns = ((double)(b.tv_sec - a.tv_sec) * 1e9 + (double)(b.tv_nsec - a.tv_nsec)) / N;
     printf("  bus_uuid: %.0f ns per id\n", ns);
-    for (int i = 0; i < N; i++) CHECK(is_v4(ids[i]));
+    for (int i = 0; i < N; i++) CHECK(is_v7(ids[i]));
+    /* the first 48 bits are the time in ms: never going back, and now */
+    for (int i = 1; i < N; i++) CHECK(memcmp(ids[i - 1], ids[i], 13) <= 0);
+    char hex_ms[13] = {0};
+    memcpy(hex_ms, ids[N - 1], 8);
+    memcpy(hex_ms + 8, ids[N - 1] + 9, 4);
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    long long id_ms = strtoll(hex_ms, NULL, 16), now_ms = (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+    CHECK(id_ms <= now_ms && id_ms > now_ms - 60000);
     qsort(ids, N, sizeof ids[0], cmp_id);
     for (int i = 1; i < N; i++) CHECK(strcmp(ids[i - 1], ids[i]) != 0);
     free(ids);
@@ -295,7 +304,7 @@ static void test_uuid_differs_across_fork(void) {
     waitpid(pid, &status, 0);
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     for (int i = 0; i < N; i++) {
-        CHECK(is_v4(theirs[i]));
+        CHECK(is_v7(theirs[i]));
         for (int j = 0; j < N; j++) CHECK(strcmp(mine[i], theirs[j]) != 0);
     }
 }

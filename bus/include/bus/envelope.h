@@ -84,9 +84,11 @@ char *bus_envelope_serialize(const bus_envelope_t *env, size_t *len);
 /* Frees what env owns and zeroes it. Safe on a zeroed struct. */
 void bus_envelope_clear(bus_envelope_t *env);
 
-/* Writes a random (v4) UUID, 36 characters + NUL, lower-case hex. Thread-safe
- * and fork-safe (a child never repeats its parent's ids); takes kernel
- * randomness (getrandom) in bulk per thread, so most calls make no syscall. */
+/* Writes a version 7 UUID (RFC 9562: 48 bits of Unix time in ms, then 74
+ * random bits), 36 characters + NUL, lower-case hex: ids sort by the time
+ * they were made, to the millisecond. Thread-safe and fork-safe (a child
+ * never repeats its parent's ids); takes kernel randomness (getrandom) in
+ * bulk per thread, so most calls make no syscall. */
 void bus_uuid(char out[37]);
 
 /* Writes the current UTC time as RFC 3339 with milliseconds
