@@ -3,8 +3,10 @@
  *   bench_audit --events N [--worker-pid PID] [--broker-pid PID] [--window W]
  *
  * raw:   N events published with confirms (at most W unconfirmed) to a topic
- *        exchange of its own and consumed from a queue bound to it: the time
- *        from the first publish to the last delivery.
+ *        exchange of its own and consumed from a durable classic queue bound
+ *        to it (bus-audit's queue type by default): the time from the first
+ *        publish to the last delivery. raw_quorum: the same through a quorum
+ *        queue (BUS_QUEUE_TYPE=quorum).
  * audit: N audit.note.recorded events published with confirms onto
  *        bus.events while bus-audit runs; the time from the first publish
  *        until the N-th of their records arrived on the audit.log stream
@@ -13,8 +15,8 @@
  *        time (utime+stime from /proc) over the run, per event; with
  *        --broker-pid, the broker's CPU time per event in each of the two
  *        runs (the broker shares the machine's cores with everything else).
- * Prints "raw events=... seconds=... eps=..." and "audit events=... seconds=...
- * eps=... cpu_us_per_event=...".
+ * Prints "raw events=... seconds=... eps=...", the same for raw_quorum, and
+ * "audit events=... seconds=... eps=... cpu_us_per_event=...".
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -105,6 +107,35 @@ static void publish_all(long n, long window, const char *exchange_type, int audi
     }
 }
 
+/* Publishes n events to a topic exchange of our own and consumes them from
+ * a durable queue of queue_type bound to it; prints "<label> events=...". */
+static int raw_run(long n, long window, int broker, const char *queue_type, const char *label) {
+    char queue[64];
+    snprintf(queue, sizeof queue, "bench.raw.%s", queue_type);
+    bus_conn_declare_exchange(conn, "bench.raw", "topic");
+    bus_conn_delete_queue(conn, queue);
+    bus_queue_options_t q = {.durable = 1, .queue_type = queue_type};
+    char tag[64];
+    if (bus_conn_declare_queue(conn, queue, &q) != 0 || bus_conn_bind(conn, queue, "bench.raw", "#") != 0 ||
+        bus_conn_consume(conn, queue, 0, 0, amqp_empty_table, on_raw, NULL, tag, sizeof tag) != 0) {
+        fprintf(stderr, "bench_audit: cannot set up %s\n", queue);
+        return -1;
+    }
+    delivered = confirmed = failed = 0;
+    double b0 = broker ? cpu_s(broker) : -1;
+    double t0 = now_s();
+    publish_all(n, window, "audit.note.recorded", 0);
+    while (delivered < n && failed == 0) uv_run(&loop, UV_RUN_ONCE);
+    double raw_s = now_s() - t0;
+    double b1 = broker ? cpu_s(broker) : -1;
+    printf("%s events=%ld seconds=%.3f eps=%.0f broker_cpu_us_per_event=%.1f failed=%ld\n", label, n, raw_s,
+           (double)n / raw_s, b0 >= 0 && b1 >= 0 ? (b1 - b0) * 1e6 / (double)n : -1.0, failed);
+    fflush(stdout);
+    bus_conn_cancel(conn, tag);
+    bus_conn_delete_queue(conn, queue);
+    return failed == 0 ? 0 : -1;
+}
+
 int main(int argc, char **argv) {
     long n = 20000, window = 2000;
     int pid = 0, broker = 0;
@@ -123,22 +154,10 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_audit: %s\n", err);
         return 2;
     }
-    /* raw: a topic exchange and a queue of our own */
-    bus_conn_declare_exchange(conn, "bench.raw", "topic");
-    bus_conn_delete_queue(conn, "bench.raw.q");
-    bus_queue_options_t q = {.durable = 1};
-    bus_conn_declare_queue(conn, "bench.raw.q", &q);
-    bus_conn_bind(conn, "bench.raw.q", "bench.raw", "#");
-    bus_conn_consume(conn, "bench.raw.q", 0, 0, amqp_empty_table, on_raw, NULL, NULL, 0);
-    double b0 = broker ? cpu_s(broker) : -1;
-    double t0 = now_s();
-    publish_all(n, window, "audit.note.recorded", 0);
-    while (delivered < n && failed == 0) uv_run(&loop, UV_RUN_ONCE);
-    double raw_s = now_s() - t0;
-    double b1 = broker ? cpu_s(broker) : -1;
-    printf("raw events=%ld seconds=%.3f eps=%.0f broker_cpu_us_per_event=%.1f failed=%ld\n", n, raw_s,
-           (double)n / raw_s, b0 >= 0 && b1 >= 0 ? (b1 - b0) * 1e6 / (double)n : -1.0, failed);
-    fflush(stdout);
+    /* raw: through a queue of our own, of the type bus-audit's queue has by
+     * default (classic), then through a quorum queue (BUS_QUEUE_TYPE=quorum) */
+    if (raw_run(n, window, broker, "classic", "raw") != 0 || raw_run(n, window, broker, "quorum", "raw_quorum") != 0)
+        return 1;
 
     /* audit: the stream from "next", then the burst */
     if (bus_conn_queue_info(conn, BUS_AUDIT_STREAM, NULL, NULL) != 0) {
@@ -154,21 +173,20 @@ int main(int argc, char **argv) {
     double deadline = now_s() + 1;
     while (now_s() < deadline) uv_run(&loop, UV_RUN_NOWAIT); /* the consumer is attached */
     double c0 = pid ? cpu_s(pid) : -1;
-    b0 = broker ? cpu_s(broker) : -1;
-    t0 = now_s();
+    double b0 = broker ? cpu_s(broker) : -1;
+    double t0 = now_s();
     publish_all(n, window, "audit.note.recorded", 1);
     double pub_s = now_s() - t0;
     deadline = now_s() + 120;
     while (delivered < n && now_s() < deadline) uv_run(&loop, UV_RUN_ONCE);
     double audit_s = now_s() - t0;
     double c1 = pid ? cpu_s(pid) : -1;
-    b1 = broker ? cpu_s(broker) : -1;
+    double b1 = broker ? cpu_s(broker) : -1;
     printf("audit events=%ld recorded=%ld seconds=%.3f eps=%.0f publish_eps=%.0f cpu_us_per_event=%.1f "
            "broker_cpu_us_per_event=%.1f failed=%ld\n",
            n, delivered, audit_s, (double)delivered / audit_s, (double)n / pub_s,
            c0 >= 0 && c1 >= 0 ? (c1 - c0) * 1e6 / (double)n : -1.0,
            b0 >= 0 && b1 >= 0 ? (b1 - b0) * 1e6 / (double)n : -1.0, failed);
-    bus_conn_delete_queue(conn, "bench.raw.q");
     bus_conn_close(conn, NULL, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);

@@ -545,13 +545,18 @@ if [ -x "$BUILD/bus-audit" ] && [ -x "$BENCH_BIN/bench_audit" ]; then
     au_wrap=$BG_WRAP au_pid=$BG_PID
     for _ in $(seq 1 30); do [ "$(consumers_on rpc.audit)" -ge 1 ] 2>/dev/null && break; sleep 0.5; done
     sleep 1   # the stream lease and the audit.log stream
+    broker_pid=$(cat "$SRV_DIR/rabbitmq/rabbitmq.pid" 2>/dev/null || echo 0)
     if run_fg "bench_audit" 200 "$LOGS/audit.out" "$BENCH_BIN/bench_audit" --events "$AUDIT_EVENTS" \
-        --worker-pid "$au_pid"; then :; fi
-    raw=$(grep '^raw ' "$LOGS/audit.out") aud=$(grep '^audit ' "$LOGS/audit.out")
-    printf '  %-34s | %9s | %9s | %s\n' path events "events/s" "bus-audit CPU per event"
-    printf '  %-34s | %9s | %9s | %s\n' "raw publish+consume (confirms)" "$(kv "$raw" events)" "$(kv "$raw" eps)" -
-    printf '  %-34s | %9s | %9s | %s us\n' "published->recorded->on the stream" "$(kv "$aud" recorded)" \
-        "$(kv "$aud" eps)" "$(kv "$aud" cpu_us_per_event)"
+        --worker-pid "$au_pid" --broker-pid "$broker_pid"; then :; fi
+    raw=$(grep '^raw ' "$LOGS/audit.out") rawq=$(grep '^raw_quorum ' "$LOGS/audit.out")
+    aud=$(grep '^audit ' "$LOGS/audit.out")
+    printf '  %-38s | %9s | %9s | %-14s | %s\n' path events "events/s" "broker CPU/ev" "bus-audit CPU/ev"
+    printf '  %-38s | %9s | %9s | %11s us | %s\n' "raw publish+consume (confirms), classic" "$(kv "$raw" events)" \
+        "$(kv "$raw" eps)" "$(kv "$raw" broker_cpu_us_per_event)" -
+    printf '  %-38s | %9s | %9s | %11s us | %s\n' "raw publish+consume (confirms), quorum" "$(kv "$rawq" events)" \
+        "$(kv "$rawq" eps)" "$(kv "$rawq" broker_cpu_us_per_event)" -
+    printf '  %-38s | %9s | %9s | %11s us | %s us\n' "published->recorded->on the stream" "$(kv "$aud" recorded)" \
+        "$(kv "$aud" eps)" "$(kv "$aud" broker_cpu_us_per_event)" "$(kv "$aud" cpu_us_per_event)"
     stop_bg "bus-audit" "$au_wrap" "$au_pid"
 else
     note "skipped (not built yet)"

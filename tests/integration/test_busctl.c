@@ -70,7 +70,7 @@ static void test_publish_prints_confirmed_id(void) {
              busctl());
     CHECK_INT(run(cmd, out, sizeof out), 0);
     CHECK_INT(strlen(out), 37); /* a UUID and a newline */
-    CHECK(out[8] == '-' && out[13] == '-' && out[14] == '4');
+    CHECK(out[8] == '-' && out[13] == '-' && out[14] == '7'); /* a version 7 UUID (bus_uuid) */
     snprintf(cmd, sizeof cmd, "%s publish 'Not A Type' '{}' 2>&1", busctl());
     CHECK_INT(run(cmd, out, sizeof out), 2);
     /* a type without a schema is refused: nobody could validate it */
