@@ -528,9 +528,59 @@ static void test_busctl_tail_order_filters_and_json(void) {
     drop_event_queue();
 }
 
+/* audit.events is a quorum queue (workers/audit/main.c); one left classic by
+ * an older version is used as it is, with a warning, until it is deleted
+ * once. Whether a queue is classic or quorum is asked of the broker: a
+ * declaration with the other type is refused (PRECONDITION_FAILED). */
+static void test_events_queue_is_quorum_and_an_old_classic_one_still_works(void) {
+    fresh("qtype");
+    bt_client_t c;
+    bt_client_open(&c);
+    bus_queue_options_t classic = {.durable = 1, .queue_type = "classic"};
+    bus_queue_options_t quorum = {.durable = 1, .queue_type = "quorum"};
+    CHECK_INT(bus_conn_declare_queue(c.conn, "audit.events", &classic), 0); /* as an older bus-audit left it */
+    pid_t w = start_audit("qtype-old", NULL);
+    CHECK_INT(bt_wait_ping("audit", 15000), 0);
+    pub_t p = {0};
+    for (int i = 0; i < 20; i++) publish_note(&c, &p, NULL, "discord:71", i);
+    while (p.confirmed + p.failed < 20) uv_run(&c.loop, UV_RUN_ONCE);
+    CHECK_INT(p.failed, 0);
+    CHECK_INT(wait_tip(&c, 20, 15000), 20);
+    CHECK_INT(bus_conn_declare_queue_try(c.conn, "audit.events", &classic), 0); /* still the classic one */
+    stop_clean(w);
+    char logpath[600], line[1024];
+    snprintf(logpath, sizeof logpath, "%s/audit-qtype-old.log", tmpdir());
+    FILE *f = fopen(logpath, "r");
+    CHECK(f != NULL);
+    int warned = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (strstr(line, "audit.events exists as another queue type than quorum")) warned = 1;
+    if (f) fclose(f);
+    CHECK(warned);
+    /* deleted once: the next start declares it quorum, and the trail goes on */
+    drop_event_queue();
+    w = start_audit("qtype-new", NULL);
+    CHECK_INT(bt_wait_ping("audit", 15000), 0);
+    CHECK_INT(bus_conn_declare_queue_try(c.conn, "audit.events", &quorum), 0);
+    CHECK_INT(bus_conn_declare_queue_try(c.conn, "audit.events", &classic), BUS_ECONFLICT);
+    for (int i = 0; i < 20; i++) publish_note(&c, &p, NULL, "discord:71", 20 + i);
+    while (p.confirmed + p.failed < 40) uv_run(&c.loop, UV_RUN_ONCE);
+    CHECK_INT(p.failed, 0);
+    CHECK_INT(wait_tip(&c, 40, 15000), 40);
+    cJSON *d = call(&c, "verify", "{}", NULL);
+    CHECK(cJSON_IsTrue(cJSON_GetObjectItem(d, "ok")));
+    CHECK_INT(cJSON_GetObjectItem(d, "checked")->valueint, 40);
+    cJSON_Delete(d);
+    bt_client_close(&c);
+    stop_clean(w);
+    drop_event_queue();
+}
+
 BUS_TESTS({"rbac_roles_scopes_and_decisions", test_rbac_roles_scopes_and_decisions, 40},
           {"cache_dropped_across_processes_by_grant_events", test_cache_dropped_across_processes_by_grant_events, 40},
           {"every_event_once_and_verify_names_the_first_broken_link",
            test_every_event_once_and_verify_names_the_first_broken_link, 60},
           {"busctl_publish_refuses_a_type_without_schema", test_busctl_publish_refuses_a_type_without_schema, 20},
-          {"busctl_tail_order_filters_and_json", test_busctl_tail_order_filters_and_json, 60})
+          {"busctl_tail_order_filters_and_json", test_busctl_tail_order_filters_and_json, 60},
+          {"events_queue_is_quorum_and_an_old_classic_one_still_works",
+           test_events_queue_is_quorum_and_an_old_classic_one_still_works, 60})
