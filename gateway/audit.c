@@ -157,8 +157,9 @@ static void on_record(bus_msg_t *m, void *data) {
             }
         }
         if (line && len + ll + 128 <= cap) {
-            len += (size_t)snprintf(out + len, cap - len, "id: %s-%lld\nevent: audit\ndata: ", off ? off : "0",
-                                    (long long)(s->follow.next_seq - 1));
+            char id[48];
+            bus_audit_event_id(id, sizeof id, off ? strtoll(off, NULL, 10) : 0, s->follow.next_seq - 1);
+            len += (size_t)snprintf(out + len, cap - len, "id: %s\nevent: audit\ndata: ", id);
             memcpy(out + len, line, ll);
             memcpy(out + len + ll, "\n\n", 2);
             len += ll + 2;
@@ -206,19 +207,13 @@ void gw_audit_stream(gw_req_t *r) {
     char *end = NULL;
     int64_t resume_after = 0; /* the last seq the client saw */
     if (last && *last) { /* a reconnect resumes after the last event it saw */
-        long long n = strtoll(last, &end, 10), seq = 0;
-        if (end != last && *end == '-') {
-            const char *s2 = end + 1;
-            seq = strtoll(s2, &end, 10);
-            if (end == s2 || seq < 1) n = -1;
-        }
-        if (end == last || *end || n < 0) {
+        int64_t at = 0;
+        if (bus_audit_event_id_parse(last, &at, &resume_after) != 0) {
             gw_fail(r, 400, "Last-Event-ID: expected <stream offset>-<seq>, as the id: lines of this stream");
             return;
         }
         arg.value.kind = AMQP_FIELD_KIND_I64;
-        arg.value.value.i64 = seq ? n : n + 1; /* the pack again, from the record after seq */
-        resume_after = seq;
+        arg.value.value.i64 = at; /* the pack again, from the record after resume_after */
     } else if (*offset) {
         long long n = strtoll(offset, &end, 10);
         if (*end || n < 0) {

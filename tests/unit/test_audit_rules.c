@@ -182,6 +182,24 @@ static void test_stream_packs_and_follow(void) {
     cJSON_Delete(r2);
 }
 
+/* SSE ids: "<offset>-<seq>", and the bare offsets of the ids before packs. */
+static void test_event_ids(void) {
+    char id[48];
+    bus_audit_event_id(id, sizeof id, 1234, 56789);
+    CHECK_STR(id, "1234-56789");
+    int64_t off = -1, after = -1;
+    CHECK_INT(bus_audit_event_id_parse(id, &off, &after), 0);
+    CHECK(off == 1234 && after == 56789);
+    CHECK_INT(bus_audit_event_id_parse("19", &off, &after), 0); /* a bare offset: the next message */
+    CHECK(off == 20 && after == 0);
+    CHECK_INT(bus_audit_event_id_parse("0-1", &off, &after), 0);
+    CHECK(off == 0 && after == 1);
+    static const char *const bad[] = {"", "-", "x", "12-", "-5", "12-x", "12-0", "12--3", "+5", " 5", "5 ",
+                                      "12-3-4", "99999999999999999999", "1-99999999999999999999", NULL};
+    for (int i = 0; bad[i]; i++) CHECK_INT(bus_audit_event_id_parse(bad[i], &off, &after), -1);
+}
+
 BUS_TESTS({"sha256_known_vector", test_sha256_known_vector, 5}, {"canonical_form", test_canonical_form, 5},
           {"chain_links_and_tampering", test_chain_links_and_tampering, 5}, {"scopes", test_scopes, 5},
-          {"decisions", test_decisions, 5}, {"stream_packs_and_follow", test_stream_packs_and_follow, 5})
+          {"decisions", test_decisions, 5}, {"stream_packs_and_follow", test_stream_packs_and_follow, 5},
+          {"event_ids", test_event_ids, 5})

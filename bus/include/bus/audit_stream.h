@@ -38,4 +38,14 @@ typedef struct bus_audit_follow {
  * reader has already seen, and skipped.) */
 int bus_audit_follow_show(bus_audit_follow_t *f, const cJSON *record);
 
+/* The SSE event id of a record: "<offset>-<seq>" (the stream offset of its
+ * pack and its seq); buf of 48 bytes or more. Returns the length. */
+int bus_audit_event_id(char *buf, size_t len, int64_t offset, int64_t seq);
+
+/* Parses a Last-Event-ID: "<offset>-<seq>" gives *offset and *after_seq
+ * (resume by reading that pack again and showing the records after seq);
+ * a bare "<offset>" (the ids before packs) gives offset+1 and 0. Decimal
+ * digits only, offset >= 0, seq >= 1. 0, or -1 when it is neither. */
+int bus_audit_event_id_parse(const char *id, int64_t *offset, int64_t *after_seq);
+
 #endif
