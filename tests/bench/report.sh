@@ -155,16 +155,20 @@ done
 sleep 1
 kill "$sampler" 2>/dev/null
 
-# the audit path: section 9's result lines ("raw ... eps=", "audit ... eps=")
+# the audit path: section 9's result lines ("raw ... eps=", "raw_quorum ...",
+# "audit ... eps=")
 have_audit=0
 if [ -n "$AUDIT_OUT" ] && [ -s "$AUDIT_OUT" ]; then
     raw=$(grep '^raw ' "$AUDIT_OUT" | tail -1) aud=$(grep '^audit ' "$AUDIT_OUT" | tail -1)
+    rawq=$(grep '^raw_quorum ' "$AUDIT_OUT" | tail -1)
     if [ -n "$raw" ] && [ -n "$aud" ]; then
         have_audit=1
         { echo "# path events_per_s"
-          echo "\"raw publish+consume\" $(kv "$raw" eps)"
-          echo "\"audited and streamed\" $(kv "$aud" eps)"; } > "$OUT/audit.dat"
+          echo "\"raw, classic\" $(kv "$raw" eps)"
+          echo "\"audit path\" $(kv "$aud" eps)"
+          if [ -n "$rawq" ]; then echo "\"raw, quorum\" $(kv "$rawq" eps)"; fi; } > "$OUT/audit.dat"
         audit_cpu=$(kv "$aud" cpu_us_per_event)
+        rawq_eps=$(kv "$rawq" eps)
     fi
 fi
 
@@ -255,7 +259,8 @@ gp_rc=$?
     if [ $have_audit = 1 ]; then
         echo "The audit path (section 9 of \`make bench\`): $(awk 'NR==3{print $NF}' "$OUT/audit.dat") events/s published"
         echo "with confirms, audited, chained, stored and on the stream, against $(awk 'NR==2{print $NF}' "$OUT/audit.dat")"
-        echo "events/s of raw publish+consume; bus-audit spent ${audit_cpu} us of CPU per event."
+        echo "events/s of raw publish+consume through a classic queue (${rawq_eps:-"-"} through a quorum queue);"
+        echo "bus-audit spent ${audit_cpu} us of CPU per event."
         echo
         echo "![audit](audit.png)"
         echo
